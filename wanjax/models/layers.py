@@ -13,6 +13,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 DType = jnp.dtype | type
+_XAVIER = nnx.initializers.xavier_uniform()
 
 
 def dense(x: Array, kernel: Array, bias: Array | None, compute_dtype: DType) -> Array:
@@ -43,7 +44,7 @@ class Linear(nnx.Module):
         use_bias: bool = True,
         param_dtype: DType = jnp.float32,
         compute_dtype: DType = jnp.float32,
-        kernel_init=nnx.initializers.xavier_uniform(),
+        kernel_init=_XAVIER,
         rngs: nnx.Rngs,
     ):
         self.in_features = in_features
