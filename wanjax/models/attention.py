@@ -13,6 +13,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from wanjax.parallel.mesh import axis_size
+from wanjax.parallel.sequence import ulysses_attention
+
 Backend = Literal["auto", "xla", "cudnn", "splash"]
 BACKENDS = ("auto", "xla", "cudnn", "splash")
 
@@ -36,13 +39,24 @@ def attention(
     *,
     key_lengths: Int[Array, " b"] | None = None,
     backend: Backend = "auto",
+    sequence_parallel: bool = False,
 ) -> Float[Array, "b lq n d"]:
-    """softmax(q k^T / sqrt(d)) v; keys at positions >= `key_lengths` are masked (padding)."""
+    """softmax(q k^T / sqrt(d)) v; keys at positions >= `key_lengths` are masked (padding).
+
+    With `sequence_parallel` and a mesh whose `sequence` axis is > 1 in context, runs Ulysses
+    attention over that axis (self-attention only; the caller pads tokens to a multiple).
+    """
     impl = resolve_backend(backend, q.dtype)
     if impl == "splash":
         raise NotImplementedError(
             "splash attention is not wired yet; use backend='xla' on TPU for now"
         )
-    return jax.nn.dot_product_attention(
-        q, k, v, key_value_seq_lengths=key_lengths, implementation=impl
-    )
+
+    def local(q, k, v, lengths):
+        return jax.nn.dot_product_attention(
+            q, k, v, key_value_seq_lengths=lengths, implementation=impl
+        )
+
+    if sequence_parallel and axis_size("sequence") > 1:
+        return ulysses_attention(q, k, v, key_lengths, local)
+    return local(q, k, v, key_lengths)

@@ -58,7 +58,7 @@ class Attention(nnx.Module):
         dtype = self.o.compute_dtype
         out = attention(
             q.astype(dtype), k.astype(dtype), v.astype(dtype),
-            key_lengths=key_lengths, backend=backend,
+            key_lengths=key_lengths, backend=backend, sequence_parallel=context is None,
         )
         return self.o(out.reshape(*out.shape[:-2], -1))
 

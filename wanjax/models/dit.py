@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
@@ -17,6 +18,8 @@ from wanjax.models.attention import Backend
 from wanjax.models.blocks import WanBlock, gelu_tanh
 from wanjax.models.embeddings import patchify, rope_tables, timestep_sinusoid, unpatchify
 from wanjax.models.layers import LayerNorm, Linear
+from wanjax.parallel.mesh import axis_size
+from wanjax.parallel.sequence import constrain_tokens
 
 _FP32 = Precision()
 
@@ -112,19 +115,33 @@ class WanDiT(nnx.Module):
         pt, ph, pw = cfg.patch_size
         grid = (f // pt, h // ph, w // pw)
         cos, sin = rope_tables(grid, cfg.rope_dims, cfg.rope_theta)
-        rope = (jnp.asarray(cos), jnp.asarray(sin))
-
         x = self.patch_embedding(patchify(jnp.moveaxis(latents, 1, -1), cfg.patch_size))
+        length = x.shape[1]
+
+        # Under sequence parallelism, pad tokens to a multiple of the axis (spec section 7): pads
+        # get an identity rotation, the edge timestep, and are masked as self-attention keys.
+        pad = -length % axis_size("sequence")
+        key_lengths = None
+        if pad:
+            x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
+            cos = np.pad(cos, ((0, pad), (0, 0)), constant_values=1.0)
+            sin = np.pad(sin, ((0, pad), (0, 0)))
+            key_lengths = jnp.full((x.shape[0],), length, jnp.int32)
+            if timestep.ndim == 2:
+                timestep = jnp.pad(timestep, ((0, 0), (0, pad)), mode="edge")
+        x = constrain_tokens(x)
+        rope = (jnp.asarray(cos), jnp.asarray(sin))
         e, e0 = self.embed_time(timestep)
         ctx = self.embed_text(context)
 
-        def run_block(block: WanBlock, x, e0, ctx, rope):
-            return block(x, e0, ctx, rope, backend=self.attention_backend)
+        def run_block(block: WanBlock, x, e0, ctx, rope, key_lengths):
+            return block(x, e0, ctx, rope, key_lengths, backend=self.attention_backend)
 
         if self.remat:
             run_block = nnx.remat(run_block)
         for block in self.blocks:
-            x = run_block(block, x, e0, ctx, rope)
+            x = run_block(block, x, e0, ctx, rope, key_lengths)
 
+        x, e = x[:, :length], e[:, :length]
         out = self.head(x, e)
         return unpatchify(out, grid, cfg.patch_size).astype(jnp.float32)
