@@ -101,10 +101,10 @@ def test_unmasked_padded_context_detected(case, monkeypatch):
 
     original = blocks.attention
 
-    def masked(q, k, v, *, key_lengths=None, backend="auto"):
+    def masked(q, k, v, *, key_lengths=None, **kwargs):
         if k.shape[1] == cfg.text_len:  # cross-attention: mask the zero-padded rows
             key_lengths = jnp.full((q.shape[0],), ctx.shape[1], jnp.int32)
-        return original(q, k, v, key_lengths=key_lengths, backend=backend)
+        return original(q, k, v, key_lengths=key_lengths, **kwargs)
 
     monkeypatch.setattr(blocks, "attention", masked)
     _assert_disagrees(ours, case)
