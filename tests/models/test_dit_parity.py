@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from torch_refs import diffusers_dit, diffusers_dit_forward, state_dict_numpy
 
 from convert.keymaps import dit_keymap
+from torch_refs import diffusers_dit, diffusers_dit_forward, state_dict_numpy
 from wanjax.config import DiTConfig
 from wanjax.io.params import load_flat_params
 from wanjax.models.dit import WanDiT
