@@ -1,7 +1,7 @@
 """Multi-head attention behind one function, with a backend choice.
 
 Backends: 'xla' (`jax.nn.dot_product_attention`, any platform), 'cudnn' (flash attention on NVIDIA
-GPUs, bf16/fp16 only) and 'splash' (Pallas splash attention on TPU, wired by the sharding work).
+GPUs, bf16/fp16 only) and 'splash' (Pallas splash attention on TPU).
 'auto' picks per platform at trace time. Softmax scale is 1/sqrt(head_dim), as in the official model.
 """
 
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from wanjax.models.attention_splash import splash_attention
 from wanjax.parallel.mesh import axis_size
 from wanjax.parallel.sequence import ulysses_attention
 
@@ -29,6 +30,8 @@ def resolve_backend(backend: Backend, dtype) -> str:
     platform = jax.default_backend()
     if platform == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
         return "cudnn"
+    if platform == "tpu":
+        return "splash"
     return "xla"
 
 
@@ -47,12 +50,10 @@ def attention(
     attention over that axis (self-attention only; the caller pads tokens to a multiple).
     """
     impl = resolve_backend(backend, q.dtype)
-    if impl == "splash":
-        raise NotImplementedError(
-            "splash attention is not wired yet; use backend='xla' on TPU for now"
-        )
 
     def local(q, k, v, lengths):
+        if impl == "splash":
+            return splash_attention(q, k, v, lengths)
         return jax.nn.dot_product_attention(
             q, k, v, key_value_seq_lengths=lengths, implementation=impl
         )
