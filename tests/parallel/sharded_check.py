@@ -17,7 +17,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 from wanjax.config import DiTConfig  # noqa: E402
 from wanjax.models.dit import WanDiT  # noqa: E402
-from wanjax.parallel import make_mesh, parse_mesh, shard_params  # noqa: E402
+from wanjax.parallel import create_sharded, make_mesh, parse_mesh, shard_params  # noqa: E402
 from wanjax.sampling.loop import SampleConfig, dit_apply, make_sampler  # noqa: E402
 
 CFG = DiTConfig(dim=64, ffn_dim=128, num_heads=8, num_layers=2, text_dim=32, freq_dim=32,
@@ -72,6 +72,15 @@ def main():
         sample = make_sampler(dit_apply(gh), dit_apply(gl2), cfg)
         got = np.asarray(sample(sh, sl2, noise, c, neg, jax.random.key(0)))
     out["sampling"] = float(np.abs(got - expected).max() / np.abs(expected).max())
+
+    # Created directly sharded: each device holds 1/8 of an FSDP-sharded kernel.
+    mesh = make_mesh(parse_mesh("fsdp=8"))
+    created = create_sharded(lambda: WanDiT(CFG, rngs=nnx.Rngs(0)), mesh)
+    q = created.blocks[0].self_attn.q.kernel.get_value()
+    out["created_spec"] = str(q.sharding.spec)
+    out["created_shard_shape"] = list(q.addressable_shards[0].data.shape)
+    reference = WanDiT(CFG, rngs=nnx.Rngs(0)).blocks[0].self_attn.q.kernel.get_value()
+    out["created_equal"] = bool(np.array_equal(np.asarray(q), np.asarray(reference)))
     print(json.dumps(out))
 
 

@@ -40,6 +40,12 @@ def test_sharded_sampling_equals_unsharded(sharded_results):
     assert sharded_results["sampling"] <= 1e-5
 
 
+def test_params_created_directly_sharded(sharded_results):
+    assert sharded_results["created_spec"] == "P('fsdp', 'tensor')"  # tensor has size 1 here
+    assert sharded_results["created_shard_shape"] == [8, 64]
+    assert sharded_results["created_equal"]  # same values as an unsharded init with the seed
+
+
 def test_a14b_fsdp8_param_bytes_match_arithmetic():
     count, per_device = param_bytes_per_device(a14b.EXPERT, shape_mesh(parse_mesh("fsdp=8"), 8))
     assert count == 14_288_491_584

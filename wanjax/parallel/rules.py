@@ -11,7 +11,7 @@ along it), so tiny test models and odd sizes still shard correctly.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 from flax import nnx
@@ -125,3 +125,22 @@ def shard_params(model: nnx.Module, mesh: Mesh, **kwargs) -> nnx.Module:
     )
     nnx.update(model, placed)
     return model
+
+
+def create_sharded(make: Callable[[], nnx.Module], mesh: Mesh, **kwargs) -> nnx.Module:
+    """Builds `make()` with every parameter created directly in its sharding (no host copy).
+
+    The initialiser runs under `jit` with `out_shardings`, so each device only ever holds its
+    own shards; non-parameter state (e.g. RNG counters) is replicated.
+    """
+    abstract = nnx.eval_shape(make)
+    graphdef, state = nnx.split(abstract)
+    param_sh = param_shardings(abstract, mesh, **kwargs)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    flat_params = {p: v for p, v in nnx.to_flat_state(param_sh)}
+    shardings = nnx.map_state(
+        lambda path, v: flat_params[path].get_value() if path in flat_params else replicated,
+        state,
+    )
+    state = jax.jit(lambda: nnx.split(make())[1], out_shardings=shardings)()
+    return nnx.merge(graphdef, state)
