@@ -1,0 +1,126 @@
+"""HiF4 fake-quantization throughput on the CPU: our jitted JAX vs a straightforward torch version.
+
+    python -m bench.quantize [--repeats 3] [--threads N]
+
+The torch baseline is a torch implementation written from the spec (`shared/docs/hif4_format.md`)
+in the same vectorised style as the reference library's pure-PyTorch path; it is NOT the
+reference library (global-computing-consortium/HiFloat4 is not installed). Both run float32 on
+the same data, and the outputs are compared bit for bit, so the timing compares equal work.
+
+Rows: the A14B FFN weight as a Flax kernel `[in=5120, out=13824]` quantized along `in` (axis 0,
+as `QuantLinear` does), and a 4096-token activation `[4096, 5120]` along its last axis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wanjax.quant import fake_quant
+
+CASES = {
+    "weight 5120x13824, axis 0": ((5120, 13824), 0),
+    "activation 4096x5120, axis -1": ((4096, 5120), -1),
+}
+
+
+def torch_hif4_from_spec(x, dim: int):
+    """HiF4 quantize-dequantize along `dim`, written from the spec with plain torch ops."""
+    import torch
+
+    moved = x.movedim(dim, -1)
+    length = moved.shape[-1]
+    pad = -length % 64
+    if pad:
+        moved = torch.nn.functional.pad(moved, (0, pad))
+    groups = moved.reshape(*moved.shape[:-1], -1, 8, 2, 4)
+    mag = groups.abs()
+    m4 = mag.amax(-1)
+    m8 = m4.amax(-1)
+    m64 = m8.amax(-1)
+
+    def bf16(v):
+        return v.to(torch.bfloat16).to(torch.float32)
+
+    seventh = bf16(torch.tensor(1 / 7, dtype=torch.float32))
+    s0 = bf16(m64 * seventh).clamp(2.0**-48, 49152.0)
+    mant, exp = torch.frexp(s0)  # E6M2: 3 significant bits, ties to even
+    scale = torch.ldexp(torch.round(mant * 8) / 8, exp)
+    rec = bf16(1.0 / scale)
+    pow_a = torch.where(m8 * rec[..., None] >= 4, 2.0, 1.0)
+    pow_b = torch.where((m4 * rec[..., None, None]) / pow_a[..., None] >= 2, 2.0, 1.0)
+    t = mag / pow_a[..., None, None] / pow_b[..., None] * rec[..., None, None, None]
+    q = torch.floor(t * 4 + 0.5).clamp(max=7)
+    out = torch.sign(groups) * (q / 4) * pow_a[..., None, None] * pow_b[..., None]
+    out = out * scale[..., None, None, None]
+    out = out.reshape(moved.shape)[..., :length]
+    return out.movedim(-1, dim)
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_case(shape: tuple[int, int], axis: int, repeats: int) -> dict:
+    import torch
+
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    xj = jnp.asarray(x)
+    start = time.perf_counter()
+    out_jax = np.asarray(fake_quant(xj, "hif4", axis))
+    compile_s = time.perf_counter() - start
+    jax_s = _median_time(lambda: fake_quant(xj, "hif4", axis).block_until_ready(), repeats)
+
+    xt = torch.from_numpy(x)
+    with torch.inference_mode():
+        out_torch = torch_hif4_from_spec(xt, axis).numpy()
+        torch_s = _median_time(lambda: torch_hif4_from_spec(xt, axis), repeats)
+    return dict(
+        jax_s=jax_s,
+        torch_s=torch_s,
+        compile_s=compile_s,
+        values=x.size,
+        bit_exact=bool(np.array_equal(out_jax, out_torch)),
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per implementation")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"jax {jax.__version__} on {jax.default_backend()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); HiF4 fake quant, float32, median of {args.repeats}"
+    )
+    print("baseline: torch implementation from the spec, not the reference library")
+    print("| case | jax s | jax Mvalues/s | torch-from-spec s | speedup | compile s | bit-exact |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (shape, axis) in CASES.items():
+        r = bench_case(shape, axis, args.repeats)
+        print(
+            f"| {name} | {r['jax_s']:.3f} | {r['values'] / r['jax_s'] / 1e6:.0f} | "
+            f"{r['torch_s']:.3f} | {r['torch_s'] / r['jax_s']:.1f}x | {r['compile_s']:.1f} | "
+            f"{'yes' if r['bit_exact'] else 'NO'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
