@@ -43,6 +43,7 @@ class SampleConfig:
     boundary: float = 0.875
     cfg_mode: CfgMode = "batched"
     timesteps: tuple[float, ...] | None = None
+    phased: bool = False
 
     def __post_init__(self):
         get_solver(self.solver)  # validates the name
@@ -52,6 +53,8 @@ class SampleConfig:
             raise ValueError(f"boundary must be in [0, 1], got {self.boundary}")
         if self.timesteps is None and self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.phased and self.solver != "x0_renoise":
+            raise ValueError("phased students sample with solver 'x0_renoise'")
 
     def schedule(self) -> Schedule:
         if self.timesteps is not None:
@@ -59,6 +62,18 @@ class SampleConfig:
         if self.solver == "dpm++":
             return dpmpp_flow_schedule(self.num_steps, self.shift)
         return flow_schedule(self.num_steps, self.shift)
+
+    def renoise_targets(self) -> np.ndarray:
+        """Per-step endpoints of the 'x0_renoise' solver: 0 (x0) everywhere, except that a phased
+        student's high-noise steps aim at sigma_b, the noise level of the first low-noise step
+        (dmd_notes section 4), and hand that latent over unchanged."""
+        sigmas = np.asarray(self.schedule().sigmas, np.float32)
+        n = len(sigmas) - 1
+        targets = np.zeros((n,), np.float32)
+        n_high = self.num_high_steps()
+        if self.phased and 0 < n_high < n:
+            targets[:n_high] = sigmas[n_high]
+        return targets
 
     def num_high_steps(self) -> int:
         """Steps owned by the high-noise expert (`t >= boundary * 1000`): 26 of 40 for A14B."""
@@ -177,12 +192,13 @@ def _same_length(context, negative):
 
 
 def _initialiser(cfg: SampleConfig):
-    sigmas = jnp.asarray(cfg.schedule().sigmas)
+    sigmas = np.asarray(cfg.schedule().sigmas)
+    targets = cfg.renoise_targets() if cfg.solver == "x0_renoise" else None
     solver = get_solver(cfg.solver)
 
     def init(noise, key):
-        if cfg.solver == "x0_renoise":
-            return solver.init(noise.astype(jnp.float32), sigmas, key=key)
+        if targets is not None:
+            return solver.init(noise.astype(jnp.float32), sigmas, key=key, targets=targets)
         return solver.init(noise.astype(jnp.float32), sigmas)
 
     return init

@@ -1,0 +1,84 @@
+"""DMD2 distillation settings (a frozen dataclass; presets in `configs/dmd_*.py`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from wanjax.sampling.loop import SampleConfig
+from wanjax.sampling.schedules import few_step_schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class DMDConfig:
+    """Everything `python -m train.dmd` needs besides paths. Defaults follow dmd_notes section 3
+    (Self-Forcing+ / FastVideo recipes) where they transfer; the toy preset overrides the scales."""
+
+    # student: raw timesteps warped through `shift`, routed to experts by `boundary`
+    raw_timesteps: tuple[float, ...] = (1000, 750, 500, 250)
+    shift: float = 5.0
+    boundary: float = 0.875
+    moe_mode: Literal["phased", "joint"] = "phased"
+    # real score (teacher) guidance, standard CFG convention, per expert
+    guidance_high: float = 4.0
+    guidance_low: float = 3.0
+    # noise levels for the DMD and critic losses (raw, before the shift)
+    t_min: float = 0.02
+    t_max: float = 0.98
+    phase_margin: float = 0.04
+    # two-time-scale updates: critic steps per generator step
+    critic_ratio: int = 5
+    regression_weight: float = 0.0
+    # optimisation (AdamW, separate for generator and critic)
+    lr_gen: float = 2e-6
+    lr_critic: float = 4e-7
+    b1: float = 0.0
+    b2: float = 0.999
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.99
+    ema_start: int = 200
+    # run
+    batch_size: int = 1
+    iterations: int = 3000
+    seed: int = 0
+    remat: bool = True
+    compute_dtype: Literal["fp32", "bf16"] = "bf16"
+
+    def __post_init__(self):
+        if self.moe_mode not in ("phased", "joint"):
+            raise ValueError(f"moe_mode must be 'phased' or 'joint', got {self.moe_mode!r}")
+        if self.critic_ratio < 1 or self.iterations < 1 or self.batch_size < 1:
+            raise ValueError("critic_ratio, iterations and batch_size must be >= 1")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        if not 0.0 <= self.t_min < self.t_max <= 1.0:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        few_step_schedule(self.raw_timesteps, self.shift)  # validates the list
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        return np.asarray(few_step_schedule(self.raw_timesteps, self.shift).sigmas, np.float32)
+
+    def sample_config(self) -> SampleConfig:
+        """How to sample the student: exactly the transitions it was trained with."""
+        return SampleConfig(
+            timesteps=tuple(float(t) for t in self.raw_timesteps), shift=self.shift,
+            solver="x0_renoise", guide_high=1.0, guide_low=1.0, boundary=self.boundary,
+            phased=self.moe_mode == "phased",
+        )
+
+    @property
+    def num_high_steps(self) -> int:
+        return self.sample_config().num_high_steps()
+
+    def stages(self) -> tuple[str, ...]:
+        """Training stages in order: ('high', 'low') when phased (fewer if the student's steps
+        all belong to one expert), ('joint',) otherwise."""
+        if self.moe_mode == "joint":
+            return ("joint",)
+        k, n_high = len(self.raw_timesteps), self.num_high_steps
+        return tuple(s for s, n in (("high", n_high), ("low", k - n_high)) if n > 0)

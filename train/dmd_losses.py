@@ -1,0 +1,130 @@
+"""Generator (distribution matching) and critic (flow matching) losses for one training stage.
+
+Networks are passed as `apply(params, x, t, ctx) -> v`. Per stage:
+- `gen`: the student expert(s) being trained; `critic`: the fake score; `real`: the frozen teacher
+  (with CFG); `frozen_gen`: the stage-1 student feeding the phased low-noise stage (or None).
+In joint mode each of them is a dict {'high', 'low'} routed per noise level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from train import dmd_math
+from train.rollout import exit_step, init_state, run_steps
+from train.stages import Stage, shift_raw
+
+Apply = Callable[..., Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSetup:
+    """Static facts a stage's losses need (all plain numbers, closed over by the jitted steps)."""
+
+    stage: Stage
+    sigmas: np.ndarray  # student grid, K + 1 values
+    targets: np.ndarray  # per-step renoise endpoints (phased: sigma_b on high steps)
+    n_high: int  # student steps owned by the high expert
+    shift: float
+    boundary: float
+    guidance_high: float
+    guidance_low: float
+
+
+def route(apply: Apply, params, x, t, ctx, boundary: float):
+    """Applies the expert owning each sample's t: a dict {'high','low'} of params is routed per
+    sample (both evaluated, then selected); a single params tree is applied as is."""
+    if not (isinstance(params, dict) and set(params) == {"high", "low"}):
+        return apply(params, x, t, ctx)
+    high = (t >= boundary * 1000.0).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(high, apply(params["high"], x, t, ctx), apply(params["low"], x, t, ctx))
+
+
+def _step_model(apply: Apply, gen, frozen_gen, setup: StageSetup, ctx):
+    """The generator as the sampler sees it at step i (frozen stage-1 params before the stage)."""
+
+    def model(x, t, i):
+        if isinstance(gen, dict) and set(gen) == {"high", "low"}:
+            return jax.lax.cond(i < setup.n_high, lambda: apply(gen["high"], x, t, ctx),
+                                lambda: apply(gen["low"], x, t, ctx))
+        if frozen_gen is None:
+            return apply(gen, x, t, ctx)
+        return jax.lax.cond(i < setup.stage.first, lambda: apply(frozen_gen, x, t, ctx),
+                            lambda: apply(gen, x, t, ctx))
+
+    return model
+
+
+def generate(apply: Apply, gen, frozen_gen, setup: StageSetup, noise, ctx, key):
+    """Backward simulation: the sampler's steps before a random exit step (no gradient), then
+    the exit step's endpoint prediction (with gradient w.r.t. `gen`). Returns (x_gen, k)."""
+    k_exit_key, roll_key = jax.random.split(key)
+    st = setup.stage
+    k = exit_step(k_exit_key, st.first, st.stop)
+    model = _step_model(apply, jax.lax.stop_gradient(gen), frozen_gen, setup, ctx)
+    state = init_state(noise, jnp.asarray(setup.sigmas), jnp.asarray(setup.targets), roll_key)
+    state = run_steps(model, state, 0, k)
+    x_k = jax.lax.stop_gradient(state.x)
+    sigma_k = jnp.asarray(setup.sigmas)[k]
+    t = jnp.full((x_k.shape[0],), sigma_k * 1000.0, jnp.float32)
+    v = _step_model(apply, gen, frozen_gen, setup, ctx)(x_k, t, k)
+    tau = jnp.asarray(setup.targets)[k]
+    return dmd_math.generator_endpoint(x_k, sigma_k, tau, v), k
+
+
+def sample_noise_level(setup: StageSetup, key, batch: int) -> Array:
+    u = jax.random.uniform(key, (batch,), jnp.float32, setup.stage.raw_lo, setup.stage.raw_hi)
+    return shift_raw(u, setup.shift)
+
+
+def _guidance(setup: StageSetup, sigma):
+    if setup.stage.name == "high":
+        return setup.guidance_high
+    if setup.stage.name == "low":
+        return setup.guidance_low
+    return jnp.where(sigma * 1000.0 >= setup.boundary * 1000.0, setup.guidance_high,
+                     setup.guidance_low).reshape((-1, 1, 1, 1, 1))
+
+
+def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real: Apply,
+                   setup: StageSetup, noise, ctx, neg, key):
+    """DMD loss; returns (loss, metrics). Gradient flows into `gen` only."""
+    gen_key, t_key, eps_key = jax.random.split(key, 3)
+    x_gen, k = generate(apply_train, gen, frozen_gen, setup, noise, ctx, gen_key)
+    tau = setup.stage.tau
+    b = x_gen.shape[0]
+    sigma = sample_noise_level(setup, t_key, b)
+    eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
+    x_t = dmd_math.noise_to(jax.lax.stop_gradient(x_gen), tau, sigma, eps)
+    t = sigma * 1000.0
+    both = route(apply_real, real, jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
+                 jnp.concatenate([ctx, neg]), setup.boundary)
+    v_cond, v_uncond = jnp.split(both, 2)
+    v_real = dmd_math.cfg_velocity(v_cond, v_uncond, _guidance(setup, sigma))
+    v_fake = route(apply_train, critic, x_t, t, ctx, setup.boundary)
+    x_real = dmd_math.tweedie_endpoint(x_t, sigma, tau, v_real)
+    x_fake = dmd_math.tweedie_endpoint(x_t, sigma, tau, v_fake)
+    grad = jax.lax.stop_gradient(dmd_math.dmd_gradient(jax.lax.stop_gradient(x_gen), x_fake, x_real))
+    loss = dmd_math.dmd_surrogate_loss(x_gen, grad)
+    return loss, {"gen_loss": loss, "dmd_grad_norm": jnp.sqrt(jnp.mean(grad**2)), "exit_step": k}
+
+
+def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, noise, ctx, key):
+    """Flow-matching loss of the critic on detached generator samples; returns (loss, metrics)."""
+    gen_key, t_key, eps_key = jax.random.split(key, 3)
+    x_gen, _ = generate(apply_train, jax.lax.stop_gradient(gen), frozen_gen, setup, noise, ctx,
+                        gen_key)
+    x_gen = jax.lax.stop_gradient(x_gen)
+    tau = setup.stage.tau
+    sigma = sample_noise_level(setup, t_key, x_gen.shape[0])
+    eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
+    x_t = dmd_math.noise_to(x_gen, tau, sigma, eps)
+    v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary)
+    loss = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
+    return loss, {"critic_loss": loss}

@@ -1,0 +1,131 @@
+"""Train state and the two jitted updates (generator, critic) of one DMD stage."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array
+
+from train.dmd_config import DMDConfig
+from train.dmd_losses import StageSetup, critic_loss, generator_loss
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during a stage; checkpointed and restored as one pytree."""
+
+    gen: Any
+    critic: Any
+    ema: Any
+    gen_opt: Any
+    critic_opt: Any
+    step: Array  # critic iterations done
+    gen_updates: Array
+    key: Array
+
+
+def make_optimizer(cfg: DMDConfig, lr: float) -> optax.GradientTransformation:
+    opt = optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+    )
+    return optax.MultiSteps(opt, cfg.grad_accum) if cfg.grad_accum > 1 else opt
+
+
+def init_state(cfg: DMDConfig, gen, critic, key) -> TrainState:
+    """Student and critic both start from the teacher's weights (DMD2); fp32 master copies."""
+    # Fresh float32 copies: the three trees are donated separately, so they must not alias.
+    f32 = functools.partial(jax.tree.map, lambda x: jnp.array(x, jnp.float32, copy=True))
+    gen, critic, ema = f32(gen), f32(critic), f32(gen)
+    return TrainState(
+        gen=gen, critic=critic, ema=ema,
+        gen_opt=_init_opt(make_optimizer(cfg, cfg.lr_gen), gen),
+        critic_opt=_init_opt(make_optimizer(cfg, cfg.lr_critic), critic),
+        step=jnp.zeros((), jnp.int32), gen_updates=jnp.zeros((), jnp.int32), key=key,
+    )
+
+
+def _is_expert_dict(tree) -> bool:
+    return isinstance(tree, dict) and set(tree) == {"high", "low"}
+
+
+def _global_norm(tree) -> Array:
+    return optax.global_norm(tree)
+
+
+def _update(opt, grads, opt_state, params):
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def _where(cond, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
+def _init_opt(opt, params):
+    """One optimizer state per expert in joint mode (each expert is stepped on its own)."""
+    if _is_expert_dict(params):
+        return {n: opt.init(params[n]) for n in ("high", "low")}
+    return opt.init(params)
+
+
+def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real):
+    """Returns jitted `gen_step(state, frozen, batch)` and `critic_step(state, frozen, batch)`.
+
+    `frozen = (real_params, frozen_gen_params_or_None)`; `batch = (noise, ctx, neg)`.
+    """
+    gen_opt = make_optimizer(cfg, cfg.lr_gen)
+    critic_opt = make_optimizer(cfg, cfg.lr_critic)
+
+    def gen_step(state: TrainState, frozen, batch):
+        real, frozen_gen = frozen
+        noise, ctx, neg = batch
+        key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 0)
+
+        def loss_fn(gen):
+            return generator_loss(gen, state.critic, real, frozen_gen, apply_train, apply_real,
+                                  setup, noise, ctx, neg, key)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.gen)
+        if _is_expert_dict(state.gen):
+            # Joint mode: step only the expert that produced the differentiated sample.
+            used_high = metrics["exit_step"] < setup.n_high
+            gen, opt_state = {}, {}
+            for name, used in (("high", used_high), ("low", ~used_high)):
+                new_p, new_o = _update(gen_opt, grads[name], state.gen_opt[name], state.gen[name])
+                gen[name] = _where(used, new_p, state.gen[name])
+                opt_state[name] = _where(used, new_o, state.gen_opt[name])
+        else:
+            gen, opt_state = _update(gen_opt, grads, state.gen_opt, state.gen)
+        decay = jnp.where(state.gen_updates < cfg.ema_start, 0.0, cfg.ema_decay)
+        ema = jax.tree.map(lambda e, g: decay * e + (1.0 - decay) * g, state.ema, gen)
+        metrics = metrics | {"gen_grad_norm": _global_norm(grads)}
+        state = state.replace(gen=gen, gen_opt=opt_state, ema=ema,
+                              gen_updates=state.gen_updates + 1)
+        return state, metrics
+
+    def critic_step(state: TrainState, frozen, batch):
+        _, frozen_gen = frozen
+        noise, ctx, _ = batch
+        key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1)
+
+        def loss_fn(critic):
+            return critic_loss(critic, state.gen, frozen_gen, apply_train, setup, noise, ctx, key)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic)
+        if _is_expert_dict(state.critic):
+            pairs = {n: _update(critic_opt, grads[n], state.critic_opt[n], state.critic[n])
+                     for n in ("high", "low")}
+            critic = {n: p for n, (p, _) in pairs.items()}
+            opt_state = {n: o for n, (_, o) in pairs.items()}
+        else:
+            critic, opt_state = _update(critic_opt, grads, state.critic_opt, state.critic)
+        metrics = metrics | {"critic_grad_norm": _global_norm(grads)}
+        return state.replace(critic=critic, critic_opt=opt_state, step=state.step + 1), metrics
+
+    return (jax.jit(gen_step, donate_argnums=0), jax.jit(critic_step, donate_argnums=0))

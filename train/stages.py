@@ -1,0 +1,63 @@
+"""What one training stage covers: its student steps, endpoint, expert and noise-level range.
+
+Phased (default, dmd_notes section 4): stage 'high' trains the high-noise expert on the student's
+high steps with endpoint tau = sigma_b (the first low step's noise level); stage 'low' trains the
+low-noise expert on the remaining steps from the frozen stage-1 hand-over latent, endpoint x0.
+Joint: one stage over all steps, every network routed per noise level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from train.dmd_config import DMDConfig
+
+
+def unshift(sigma: float, shift: float) -> float:
+    """Inverse of sigma = k u / (1 + (k - 1) u)."""
+    return sigma / (shift - (shift - 1.0) * sigma)
+
+
+def shift_raw(u, shift: float):
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str  # 'high' | 'low' | 'joint'
+    first: int  # first trainable student step
+    stop: int  # one past the last
+    tau: float  # endpoint noise level of this stage's generator
+    raw_lo: float  # DMD / critic noise levels: u ~ U(raw_lo, raw_hi), sigma = shift(u)
+    raw_hi: float
+
+    @property
+    def num_steps(self) -> int:
+        return self.stop - self.first
+
+
+def make_stage(cfg: DMDConfig, name: str) -> Stage:
+    sigmas = cfg.sigmas
+    k, n_high = len(sigmas) - 1, cfg.num_high_steps
+    if name == "joint":
+        return Stage("joint", 0, k, 0.0, cfg.t_min, cfg.t_max)
+    if name == "high":
+        tau = float(sigmas[n_high]) if n_high < k else 0.0
+        if tau == 0.0:  # every step is high-noise: an ordinary x0 student
+            return Stage("high", 0, k, 0.0, cfg.t_min, cfg.t_max)
+        raw_b = unshift(tau, cfg.shift)
+        m = cfg.phase_margin * (1.0 - raw_b)
+        return Stage("high", 0, n_high, tau, raw_b + m, 1.0 - m)
+    if name == "low":
+        if n_high == 0:
+            return Stage("low", 0, k, 0.0, cfg.t_min, cfg.t_max)
+        raw_b = unshift(float(sigmas[n_high]), cfg.shift)
+        return Stage("low", n_high, k, 0.0, cfg.phase_margin * raw_b,
+                     (1.0 - cfg.phase_margin) * raw_b)
+    raise ValueError(f"unknown stage {name!r}")
+
+
+def renoise_targets(cfg: DMDConfig) -> np.ndarray:
+    return cfg.sample_config().renoise_targets()
