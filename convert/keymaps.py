@@ -81,6 +81,19 @@ def _leaves(kind: str, meta: tuple[int, ...] | None):
         return [("embedding", "weight", None, None)]
     if kind == "param":
         return [("", "", None, None)]
+    if kind == "gamma":  # VAE RMS_norm: torch `gamma` (C, *ones) <-> our `scale` (C,)
+        if meta is None:
+            raise ValueError("a 'gamma' rule needs meta=the trailing ones of the torch shape")
+
+        def gamma_to_ours(g: np.ndarray) -> np.ndarray:
+            if tuple(g.shape[1:]) != tuple(meta):
+                raise ValueError(f"gamma of shape {tuple(g.shape)} is not (C, {', '.join(map(str, meta))})")
+            return np.ascontiguousarray(g.reshape(g.shape[0]))
+
+        def gamma_to_torch(s: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(s.reshape(s.shape[0], *meta))
+
+        return [("scale", "gamma", gamma_to_ours, gamma_to_torch)]
     raise ValueError(f"unknown rule kind {kind!r}")
 
 

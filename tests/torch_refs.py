@@ -54,3 +54,87 @@ def diffusers_dit_forward(model, latents, timestep, context_padded) -> np.ndarra
             return_dict=False,
         )[0]
     return out.float().numpy()
+
+
+def hf_umt5_encoder(cfg, seed: int = 0):
+    """A transformers `UMT5EncoderModel` with the architecture of a `UMT5Config`, random weights.
+
+    Every tensor gets random values (norm weights around 1, position tables with unit scale) so
+    that no path can hide; eager attention, so the relative position bias is applied as written.
+    """
+    from transformers import UMT5Config as HFConfig
+    from transformers import UMT5EncoderModel
+
+    hf_cfg = HFConfig(
+        vocab_size=cfg.vocab_size,
+        d_model=cfg.d_model,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        relative_attention_num_buckets=cfg.num_buckets,
+        relative_attention_max_distance=cfg.max_distance,
+        layer_norm_epsilon=cfg.eps,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+    )
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = UMT5EncoderModel(hf_cfg).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+            elif "relative_attention_bias" in name or name == "shared.weight":
+                p.copy_(torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / np.sqrt(p.shape[-1]))
+    return model
+
+
+def hf_umt5_forward(model, ids, mask) -> np.ndarray:
+    """`last_hidden_state` (float32 numpy) for numpy `ids` / `mask`."""
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.from_numpy(np.asarray(ids, np.int64)),
+            attention_mask=torch.from_numpy(np.asarray(mask, np.int64)),
+        ).last_hidden_state
+    return out.float().numpy()
+
+
+def diffusers_vae(cfg, seed: int = 0):
+    """A diffusers `AutoencoderKLWan` with the architecture of a `VAEConfig` and random weights.
+
+    Every tensor gets random values (gammas around 1, biases small, kernels scaled by fan-in) so
+    that no path can hide behind an all-ones or all-zeros initialisation.
+    """
+    from diffusers import AutoencoderKLWan
+
+    model = AutoencoderKLWan(
+        base_dim=cfg.base_dim,
+        decoder_base_dim=cfg.decoder_base_dim,
+        z_dim=cfg.z_dim,
+        dim_mult=list(cfg.dim_mult),
+        num_res_blocks=cfg.num_res_blocks,
+        attn_scales=[],
+        temperal_downsample=list(cfg.temporal_downsample),
+        latents_mean=list(cfg.latents_mean),
+        latents_std=list(cfg.latents_std),
+        is_residual=cfg.residual,
+        in_channels=cfg.image_channels,
+        out_channels=cfg.image_channels,
+        patch_size=cfg.patch_size if cfg.patch_size > 1 else None,
+        scale_factor_spatial=cfg.spatial_factor,
+    ).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen))
+            elif p.ndim == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                fan_in = int(np.prod(p.shape[1:]))
+                p.copy_(torch.randn(p.shape, generator=gen) / np.sqrt(fan_in))
+    return model
