@@ -1,10 +1,9 @@
 """The registry of convertible components: where each one lives per layout, and how to convert it.
 
-A `Family` is a kind of model (the DiT; later the umT5 text encoder and the VAE): how to read its
-config, its `KeyMap`, and the parameter shapes our model expects. A `Component` is one place in a
+A `Family` is a kind of model (the DiT, the umT5 text encoder, the VAE): how to read its config,
+its `KeyMap`, and the parameter shapes our model expects. A `Component` is one place in a
 snapshot holding such a model (`dit_high` is the official `high_noise_model/` or the diffusers
-`transformer/`). Adding the text encoder is one `Family` and a `family=` in its entry below; an
-entry whose family is None is recognised and skipped with a note.
+`transformer/`). An entry whose family is None is recognised and skipped with a note.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ class Family:
     # Checkpoint-name fix-ups before the table applies (tied or unused tensors): returns
     # `name the KeyMap expects -> name in the files`. Default: every tensor as it is.
     select: Callable[[list[str], str], dict[str, str]] | None = None
+    # The stored dtype whatever `--dtype` says (a `streaming.DTYPES` name), or None to follow it.
+    dtype: str | None = None
 
 
 def dit_shapes(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
@@ -57,6 +58,35 @@ DIT = Family(
     config_to_json=checkpoint.dit_config_to_json,
     config_from_json=checkpoint.dit_config_from_json,
 )
+
+
+def _umt5_family() -> Family:
+    from convert import keymaps_umt5 as k
+    from wanjax.models import umt5
+
+    return Family("umt5", k.umt5_read_config, k.umt5_keymap, k.umt5_param_shapes,
+                  umt5.umt5_config_to_json, umt5.umt5_config_from_json, select=k.umt5_select)
+
+
+def _vae_family() -> Family:
+    from convert import keymaps_vae as k
+    from wanjax.models.vae import VAEConfig
+
+    def read_config(location: Path, source: TensorSource, snapshot: Snapshot) -> VAEConfig:
+        shapes = {key: t.shape for key, t in source.tensors.items()}
+        try:
+            return k.read_vae_config(location, shapes, snapshot.layout)
+        except ValueError as e:
+            raise ConversionError(f"{location}: {e}") from None
+
+    # Stored in float32 whatever `--dtype` says: the official pipeline runs the VAE in float32,
+    # and it is small (0.5 GB for Wan2.1, 2.8 GB for Wan2.2).
+    return Family("vae", read_config, k.vae_keymap, k.vae_shapes, lambda c: c.to_json(),
+                  VAEConfig.from_json, dtype="fp32")
+
+
+UMT5 = _umt5_family()
+VAE = _vae_family()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +132,14 @@ REGISTRY = (
     Component("dit_low", DIT, dit("dit_low"), ("low_noise_model/*", "transformer_2/*")),
     Component("dit", DIT, dit("dit"), ("config.json", "diffusion_pytorch_model*")),
     Component(
-        "text_encoder", None,
+        "text_encoder", UMT5,
         at(official=("models_t5_umt5-xxl-enc-bf16.pth",), diffusers=("text_encoder",)),
+        ("models_t5_umt5-xxl-enc-bf16.pth", "text_encoder/*", "google/umt5-xxl/*", "tokenizer/*"),
     ),
-    Component("vae", None, at(official=("Wan2.1_VAE.pth", "Wan2.2_VAE.pth"), diffusers=("vae",))),
+    Component(
+        "vae", VAE, at(official=("Wan2.1_VAE.pth", "Wan2.2_VAE.pth"), diffusers=("vae",)),
+        ("Wan2.1_VAE.pth", "Wan2.2_VAE.pth", "vae/*"),
+    ),
 )
 BY_NAME = {c.name: c for c in REGISTRY}
 FAMILIES = {c.family.name: c.family for c in REGISTRY if c.family is not None}
@@ -150,7 +184,9 @@ def found(snapshot: Snapshot) -> list[tuple[Component, Path]]:
     """The registry entries present in `snapshot`, in registry order."""
     out = [(c, p) for c in REGISTRY if (p := c.locate(snapshot)) is not None]
     if not any(c.family is not None for c, _ in out):
-        raise ConversionError(f"{snapshot.root} holds no transformer to convert")
+        raise ConversionError(
+            f"{snapshot.root} holds nothing to convert (no transformer, text encoder or VAE)"
+        )
     return out
 
 

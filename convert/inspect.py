@@ -1,7 +1,9 @@
 """`python -m convert.inspect PATH`: what a checkpoint holds, from metadata only (no tensor data).
 
 PATH may be a converted wanjax checkpoint (reads `wanjax.json` and each component's index) or a
-source snapshot or file in either Wan2.2 layout (reads safetensors headers).
+source snapshot or file in either Wan2.2 layout (reads safetensors headers; a `.pth` text encoder
+or VAE is opened memory-mapped). Both list the DiT expert(s), the text encoder, the VAE and the
+tokenizer files that are present.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import cli, components, layouts
-from convert.errors import UsageError
+from convert import cli, components, layouts, tokenizer
+from convert.errors import ConversionError, UsageError
 from wanjax.io import checkpoint
 
 
@@ -35,11 +37,25 @@ def _dtypes(counter: collections.Counter) -> str:
     return ", ".join(f"{d} x{n}" for d, n in counter.most_common())
 
 
-def _dit_summary(cfg) -> str:
-    return (
-        f"dim {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads} heads, ffn {cfg.ffn_dim}, "
-        f"in/out {cfg.in_dim}/{cfg.out_dim}, text {cfg.text_dim}"
-    )
+def _summary(family: str, cfg) -> str:
+    """The config in a few words."""
+    if family == "dit":
+        return (
+            f"dim {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads} heads, ffn {cfg.ffn_dim}, "
+            f"in/out {cfg.in_dim}/{cfg.out_dim}, text {cfg.text_dim}"
+        )
+    if family == "umt5":
+        return (
+            f"umT5 d_model {cfg.d_model}, {cfg.num_layers} layers, {cfg.num_heads} heads, "
+            f"ffn {cfg.d_ff}, vocab {cfg.vocab_size}"
+        )
+    if family == "vae":
+        version = "Wan2.2" if cfg.residual else "Wan2.1"
+        return (
+            f"{version} VAE, base_dim {cfg.base_dim}, z_dim {cfg.z_dim}, "
+            f"x{cfg.spatial_factor} space, x4 time"
+        )
+    return ""
 
 
 def _disk_bytes(folder: Path) -> int:
@@ -67,7 +83,14 @@ def describe_checkpoint(path: Path) -> list[str]:
             name, f"{params:,}", _size(comp["bytes"]), _size(_disk_bytes(path / comp["params"])),
             str(len(index)), str(len({leaf["group"] for leaf in index.values()})),
             _dtypes(collections.Counter(leaf["dtype"] for leaf in index.values())),
-            _dit_summary(config) if family is components.DIT else "",
+            _summary(family.name, config) if family else "",
+        ])
+    if "tokenizer" in meta:
+        tok = meta["tokenizer"]
+        size = _size(sum(f["bytes"] for f in tok["files"]))
+        rows.append([
+            "tokenizer", "-", size, _size(_disk_bytes(path / tok["path"])), "-", "-", "-",
+            f"{len(tok['files'])} files from {tok['source']}",
         ])
     return lines + _table(rows)
 
@@ -92,6 +115,18 @@ def describe_source(path: Path, layout: str) -> list[str]:
                 _size(sum(i.nbytes for i in infos)),
                 _dtypes(collections.Counter(i.dtype.name for i in infos)),
             ])
+    folder = tokenizer.locate(snapshot)
+    if folder is not None:
+        try:
+            files = tokenizer.files(folder)
+        except ConversionError:
+            files = None
+        at = snapshot.relative(folder)
+        if files is None:
+            rows.append(["tokenizer", at, "-", "-", "-", "-", "(no tokenizer files)"])
+        else:
+            size = _size(sum(f.stat().st_size for f in files))
+            rows.append(["tokenizer", at, str(len(files)), "-", "-", size, "-"])
     return lines + _table(rows)
 
 
@@ -108,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m convert.inspect",
         description=(
-            "Print what a checkpoint holds (layout, experts, parameter counts, dtypes, bytes) "
-            "from its metadata alone. PATH is a converted wanjax checkpoint, or a Wan2.2 source "
-            "snapshot (official or diffusers layout) or single .safetensors file."
+            "Print what a checkpoint holds (layout; DiT experts, text encoder, VAE and "
+            "tokenizer; parameter counts, dtypes, bytes) from its metadata alone. PATH is a "
+            "converted wanjax checkpoint, or a Wan2.2 source snapshot (official or diffusers "
+            "layout) or single .safetensors file."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

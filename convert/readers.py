@@ -4,8 +4,9 @@
 with each tensor's dtype, shape and byte range) and reads a tensor by seeking to its range and
 `readinto` a fresh numpy buffer: no mmap (mapped pages would count as resident memory) and no
 `safetensors` call that loads a file. `TorchFile` opens a `.pth` pickle with
-`torch.load(mmap=True)` when torch is installed. `TensorSource` puts the files of one component
-(the shards named by an index json, or a single file) behind one `key -> tensor` view.
+`torch.load(mmap=True)` when torch is installed (a legacy non-zip pickle is read whole).
+`TensorSource` puts the files of one component (the shards named by an index json, or a single
+file) behind one `key -> tensor` view.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import struct
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -152,8 +154,9 @@ class TorchFile:
             raise ConversionError(
                 f"{self.path} is a torch pickle; reading it needs PyTorch (pip install torch)"
             ) from None
+        mmap = _torch_format(self.path) == "zip"
         try:
-            state = torch.load(self.path, map_location="cpu", mmap=True, weights_only=True)
+            state = torch.load(self.path, map_location="cpu", mmap=mmap, weights_only=True)
         except Exception as e:  # torch raises many types for a broken pickle
             raise ConversionError(f"{self.path} is not a readable torch checkpoint: {e}") from None
         if isinstance(state, Mapping) and "state_dict" in state:
@@ -180,6 +183,26 @@ class TorchFile:
 
     def close(self) -> None:
         self._state = {}
+
+
+def _torch_format(path: Path) -> str:
+    """'zip' (`torch.save` since 1.6: memory-mappable) or 'legacy' (a bare pickle, read whole).
+
+    A zip whose directory at the end is gone is a truncated file; torch itself would only say
+    "Invalid argument".
+    """
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PK\x03\x04":
+        if not zipfile.is_zipfile(path):
+            raise ConversionError(
+                f"{path} is truncated or corrupt: a torch zip checkpoint without its zip directory "
+                f"({path.stat().st_size} bytes)"
+            )
+        return "zip"
+    if magic[:1] == b"\x80":  # pickle protocol >= 2
+        return "legacy"
+    raise ConversionError(f"{path} is not a torch checkpoint (starts with {magic!r})")
 
 
 def _torch_dtype(dtype, path, key) -> np.dtype:

@@ -14,12 +14,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m convert.wan",
         description=(
             "Convert a Wan2.2 checkpoint to the wanjax format (orbax, loadable with "
-            "wanjax.load_dit). Reads the official layout (high_noise_model/ + low_noise_model/, "
-            "or config.json + shards), the diffusers layout (model_index.json, transformer/, "
-            "transformer_2/), or a single .safetensors file (keys may carry a "
-            "model.diffusion_model. prefix). Streams tensor by tensor: host memory stays near "
-            "one transformer block. Components without a converter yet (text encoder, VAE) "
-            "are skipped with a note."
+            "wanjax.load_dit, load_text_encoder and load_vae). Reads the official layout "
+            "(high_noise_model/ + low_noise_model/, or config.json + shards; "
+            "models_t5_umt5-xxl-enc-bf16.pth; Wan2.1_VAE.pth or Wan2.2_VAE.pth; "
+            "google/umt5-xxl/), the diffusers layout (model_index.json, transformer/, "
+            "transformer_2/, text_encoder/, vae/, tokenizer/), or a single .safetensors DiT file "
+            "(keys may carry a model.diffusion_model. prefix). Converts every model the snapshot "
+            "holds and copies the tokenizer files to DST/tokenizer/. Streams tensor by tensor: "
+            "host memory stays near one transformer block."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dtype", choices=("bf16", "fp32"), default="bf16",
-        help="stored parameter dtype (cast tensor by tensor, round to nearest even)",
+        help="stored parameter dtype (cast tensor by tensor, round to nearest even); the VAE "
+        "is always stored in fp32, as the official pipeline runs it",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument(

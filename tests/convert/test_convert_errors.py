@@ -183,7 +183,12 @@ def test_repo_id_is_fetched_with_only_the_needed_files(snapshots, tmp_path, monk
     assert repo == "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
     experts = {"transformer/*", "transformer_2/*", "high_noise_model/*", "low_noise_model/*"}
     assert experts <= set(patterns)
-    assert not any(p.startswith(("text_encoder", "vae", "*")) for p in patterns)
+    others = {
+        "text_encoder/*", "models_t5_umt5-xxl-enc-bf16.pth", "vae/*", "Wan2.1_VAE.pth",
+        "Wan2.2_VAE.pth", "tokenizer/*", "google/umt5-xxl/*",
+    }
+    assert others <= set(patterns)
+    assert not any(p.startswith(("*", "scheduler", "assets", "examples")) for p in patterns)
 
 
 def test_offline_repo_id_is_one_line(tmp_path, capsys, monkeypatch):

@@ -105,12 +105,16 @@ def test_official_boundary_follows_model_type(tmp_path):
     assert layouts.boundary(layouts.Snapshot(tmp_path, "official")) == 0.9
 
 
-def test_registry_notes_components_without_converter(snapshots, tmp_path):
+def test_registry_finds_text_encoder_and_vae(snapshots, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(snapshots["diffusers"], src)
     (src / "text_encoder").mkdir()
+    (src / "vae").mkdir()
     found = {c.name: c.family for c, _ in components.found(layouts.detect(src))}
-    assert found == {"dit_high": components.DIT, "dit_low": components.DIT, "text_encoder": None}
+    assert found == {
+        "dit_high": components.DIT, "dit_low": components.DIT, "text_encoder": components.UMT5,
+        "vae": components.VAE,
+    }
 
 
 def test_streams_each_tensor_once_and_one_group_per_write(snapshots, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from convert_helpers import BOUNDARY, CFG, inputs, official_state_dict, rel
 from safetensors.numpy import save_file
 
 import wanjax
-from convert import layouts, wan
+from convert import components, layouts, wan
 from convert.snapshot import convert
 from torch_refs import diffusers_dit_forward, state_dict_numpy
 from wanjax.io import checkpoint
@@ -126,12 +126,15 @@ def test_refuses_to_overwrite_unless_asked(snapshots, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp dirs left
 
 
-def test_skips_components_without_converter(copy_of, tmp_path, capsys):
+def test_skips_components_without_converter(copy_of, tmp_path, capsys, monkeypatch):
+    """A registry entry without a family (a future component) is noted, not read."""
     src = copy_of("official")
-    (src / "Wan2.1_VAE.pth").write_bytes(b"not read")
+    (src / "clip.pth").write_bytes(b"not read")
+    extra = components.Component("clip", None, components.at(official=("clip.pth",)))
+    monkeypatch.setattr(components, "REGISTRY", (*components.REGISTRY, extra))
     assert wan.main([str(src), str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "skipping vae (Wan2.1_VAE.pth)" in out
+    assert "skipping clip (clip.pth)" in out
     meta = json.loads((tmp_path / "out" / "wanjax.json").read_text())
     assert sorted(meta["components"]) == ["dit_high", "dit_low"]
 

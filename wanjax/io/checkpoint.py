@@ -6,6 +6,9 @@
     DST/dit_high/blocks.1/        ...
     DST/dit_high/time_projection/ ... (one group per top-level module, and per layer of a stack)
     DST/dit_low/                  the low-noise expert (A14B); a single model has `dit` instead
+    DST/text_encoder/             the umT5 encoder, DST/vae/ the VAE (float32), when the source
+                                  has them; each component's `family` in `wanjax.json` says which
+    DST/tokenizer/                the tokenizer files as copied (listed under `tokenizer`)
 
 Why groups: one A14B expert is 57 GB in float32. Writing it as a single orbax save needs the whole
 tree in host memory; orbax's experimental partial save avoids that but is an order of magnitude
