@@ -69,8 +69,23 @@ def activation_estimate(dit: DiTConfig, tokens: int, mesh: _ShapeMesh, train: bo
     return dit.num_layers * residual + 3 * block  # remat checkpoints + one block fwd/bwd
 
 
+def packed_rows(name: str, dit: DiTConfig) -> list[str]:
+    """`--packed`: one expert with every block linear in HiF4 (4.5 bits), the rest in bf16.
+
+    An alternative to the expert's params row, so these rows are not added to the sum."""
+    from wanjax.quant.packed_model import packed_memory  # pulls in the Pallas kernels
+
+    m = packed_memory(dit)
+    return [
+        f"| {name} packed, not summed: HiF4 block linears ({m.packed_params:,} values, 4.5 bits) | "
+        f"{m.packed_linears / GB:.2f} | - |",
+        f"| {name} packed, not summed: their bias + smoothing | {m.packed_extras / GB:.3f} | - |",
+        f"| {name} packed, not summed: protected params (bf16) | {m.protected / GB:.2f} | - |",
+    ]
+
+
 def report(config: str, mesh_spec: str, num_devices: int | None, dtype: str, train: bool,
-           size: str, frames: int) -> str:
+           size: str, frames: int, packed: bool = False) -> str:
     preset = get_preset(config)
     model = preset.MODEL
     experts = {"high": model.high, "low": model.low} if hasattr(model, "high") else {"dit": model}
@@ -96,6 +111,9 @@ def report(config: str, mesh_spec: str, num_devices: int | None, dtype: str, tra
             opt = per_dev // jnp.dtype(dt).itemsize * 4 * 3  # fp32 master + mu + nu
             lines.append(f"| {name} optimizer state | - | {opt / GB:.2f} |")
             grand += opt
+    if packed:
+        for name, cfg in experts.items():
+            lines += packed_rows(name, cfg)
     act = activation_estimate(dit, tokens, mesh, train)
     lines.append(f"| activations (estimate, batch 1) | - | {act / GB:.2f} |")
     grand += act
@@ -123,10 +141,12 @@ def main(argv=None) -> int:
     parser.add_argument("--train", action="store_true", help="add optimizer state and remat checkpoints")
     parser.add_argument("--size", default="1280*720", help="video W*H")
     parser.add_argument("--frames", type=int, default=81, help="video frames (4n+1)")
+    parser.add_argument("--packed", action="store_true",
+                        help="add HiF4-packed inference rows (bytes per expert, from shapes)")
     args = parser.parse_args(argv)
     try:
         print(report(args.config, args.mesh, args.devices, args.dtype, args.train, args.size,
-                     args.frames))
+                     args.frames, args.packed))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
