@@ -74,18 +74,29 @@ def _init_opt(opt, params):
     return opt.init(params)
 
 
-def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real):
+def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, latent_shape):
     """Returns jitted `gen_step(state, frozen, batch)` and `critic_step(state, frozen, batch)`.
 
-    `frozen = (real_params, frozen_gen_params_or_None)`; `batch = (noise, ctx, neg)`.
+    `frozen = (real_params, frozen_gen_params_or_None)`; `batch = (ctx, neg)`, each
+    `[B, L, text_dim]`. Noise and noise levels come from `state.key` folded with the step, so a
+    run is a pure function of its seed and data: resuming reproduces it exactly.
     """
+
+    def keys(state, role: int):
+        key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), role)
+        noise_key, loss_key = jax.random.split(key)
+        return noise_key, loss_key
+
+    def student_noise(key, batch):
+        return jax.random.normal(key, (batch, *latent_shape), jnp.float32)
     gen_opt = make_optimizer(cfg, cfg.lr_gen)
     critic_opt = make_optimizer(cfg, cfg.lr_critic)
 
     def gen_step(state: TrainState, frozen, batch):
         real, frozen_gen = frozen
-        noise, ctx, neg = batch
-        key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 0)
+        ctx, neg = batch
+        noise_key, key = keys(state, 0)
+        noise = student_noise(noise_key, ctx.shape[0])
 
         def loss_fn(gen):
             return generator_loss(gen, state.critic, real, frozen_gen, apply_train, apply_real,
@@ -111,8 +122,9 @@ def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real):
 
     def critic_step(state: TrainState, frozen, batch):
         _, frozen_gen = frozen
-        noise, ctx, _ = batch
-        key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1)
+        ctx, _ = batch
+        noise_key, key = keys(state, 1)
+        noise = student_noise(noise_key, ctx.shape[0])
 
         def loss_fn(critic):
             return critic_loss(critic, state.gen, frozen_gen, apply_train, setup, noise, ctx, key)

@@ -41,7 +41,7 @@ def test_sharded_sampling_equals_unsharded(sharded_results):
 
 
 def test_params_created_directly_sharded(sharded_results):
-    assert sharded_results["created_spec"] == "P('fsdp', 'tensor')"  # tensor has size 1 here
+    assert sharded_results["created_spec"] == "P('fsdp', None)"  # tensor has size 1 here
     assert sharded_results["created_shard_shape"] == [8, 64]
     assert sharded_results["created_equal"]  # same values as an unsharded init with the seed
 
@@ -60,6 +60,9 @@ def test_spec_drops_axes_that_do_not_divide():
     assert spec_for((6, 64), ("embed", "heads"), mesh) == P(None, "tensor")
     assert spec_for((6,), ("heads",), mesh) == P("tensor")
     assert spec_for((5,), ("heads",), mesh) == P(None)
+    # parameters shard over fsdp and sequence together (ZeRO-3 over every rank)
+    seq = shape_mesh(MeshConfig(data=1, fsdp=2, tensor=1, sequence=4), 8)
+    assert spec_for((64, 64), ("embed", "heads"), seq) == P(("fsdp", "sequence"), None)
 
 
 @pytest.mark.parametrize("bad", ["fsdp=x", "model=2", "fsdp=2,tensor"])

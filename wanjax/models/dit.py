@@ -88,6 +88,23 @@ class WanDiT(nnx.Module):
         self.blocks = nnx.List([WanBlock(cfg, prec, rngs=rngs) for _ in range(cfg.num_layers)])
         self.head = Head(cfg, prec, rngs=rngs)
 
+    def _run_block(self, block: WanBlock, x, e0, ctx, rope, key_lengths):
+        """One block; with `remat`, its activations are recomputed in the backward pass.
+
+        Rematerialisation uses `jax.checkpoint` on the block's split state (a pure function):
+        blocks hold no mutable state, and this composes with any enclosing trace (loops, conds).
+        """
+        backend = self.attention_backend
+        if not self.remat:
+            return block(x, e0, ctx, rope, key_lengths, backend=backend)
+        graphdef, state = nnx.split(block)
+
+        @jax.checkpoint
+        def apply(state, x, e0, ctx, rope, key_lengths):
+            return nnx.merge(graphdef, state)(x, e0, ctx, rope, key_lengths, backend=backend)
+
+        return apply(state, x, e0, ctx, rope, key_lengths)
+
     def embed_time(self, timestep: Array) -> tuple[Array, Array]:
         """`e [B, T, D]` and `e0 [B, T, 6, D]` in float32; T = 1 for a per-sample timestep.
 
@@ -134,13 +151,8 @@ class WanDiT(nnx.Module):
         e, e0 = self.embed_time(timestep)
         ctx = self.embed_text(context)
 
-        def run_block(block: WanBlock, x, e0, ctx, rope, key_lengths):
-            return block(x, e0, ctx, rope, key_lengths, backend=self.attention_backend)
-
-        if self.remat:
-            run_block = nnx.remat(run_block)
         for block in self.blocks:
-            x = run_block(block, x, e0, ctx, rope, key_lengths)
+            x = self._run_block(block, x, e0, ctx, rope, key_lengths)
 
         x, e = x[:, :length], e[:, :length]
         out = self.head(x, e)

@@ -46,10 +46,12 @@ PARAM_AXES: tuple[tuple[str, Axes], ...] = (
     (r"vae.*\.kernel$", None),
 )
 
+# Parameters shard over fsdp *and* sequence (ZeRO-3 over every rank, as the official FSDP +
+# Ulysses runs do); activations shard their tokens over sequence.
 LOGICAL_TO_MESH: dict[str, str | tuple[str, ...] | None] = {
-    "embed": "fsdp",
+    "embed": ("fsdp", "sequence"),
     "embed_out": None,
-    "text": "fsdp",
+    "text": ("fsdp", "sequence"),
     "heads": "tensor",
     "mlp": "tensor",
     "mod": "tensor",
@@ -75,8 +77,8 @@ def spec_for(
     mesh: Mesh,
     logical_to_mesh: Mapping[str, str | tuple[str, ...] | None] = LOGICAL_TO_MESH,
 ) -> PartitionSpec:
-    """Maps logical axes to mesh axes, dropping mesh axes that do not divide the dimension or
-    that an earlier dimension already uses."""
+    """Maps logical axes to mesh axes, dropping mesh axes of size 1, axes that do not divide the
+    dimension, and axes an earlier dimension already uses."""
     used: set[str] = set()
     spec = []
     for size, name in zip(shape, axes, strict=True):
@@ -84,7 +86,8 @@ def spec_for(
         names = (target,) if isinstance(target, str) else tuple(target or ())
         kept = []
         for n in names:
-            if n in mesh.axis_names and n not in used and size % (mesh.shape[n] * _prod(mesh, kept)) == 0:
+            if (n in mesh.axis_names and n not in used and mesh.shape[n] > 1
+                    and size % (mesh.shape[n] * _prod(mesh, kept)) == 0):
                 kept.append(n)
         used.update(kept)
         spec.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))

@@ -1,0 +1,186 @@
+"""`python -m train.dmd`: DMD2 few-step distillation of the dual-expert Wan model.
+
+With no arguments it distils the built-in toy-world teacher (train/toy) into a 4-step phased
+student on the CPU in a few minutes and writes OUT/student (a checkpoint `wanjax.sample` and
+`train.calibrate` load), OUT/metrics.jsonl and sample videos. `--preset a14b` runs the same
+algorithm on Wan2.2-T2V-A14B from a converted checkpoint and a text-embedding cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from train.checkpointing import StopFlag
+from train.dmd_config import DMDConfig
+from train.trainer import Networks, NonFiniteError, RunOptions, StageRunner, export_student
+from train.world import World, cached_world, toy_world
+from wanjax.config import Precision
+from wanjax.io import checkpoint
+from wanjax.loading import load_dit_module
+from wanjax.models.dit import WanDiT
+from wanjax.parallel import distributed
+from wanjax.parallel.mesh import make_mesh, parse_mesh
+from wanjax.parallel.rules import shard_params
+
+PRESETS = ("toy", "a14b")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.dmd", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = "(default: %(default)s)"
+    p.add_argument("--preset", choices=PRESETS, default="toy", help=f"configs/dmd_<preset>.py {d}")
+    p.add_argument("--teacher", help="converted teacher checkpoint (default: the preset's)")
+    p.add_argument("--out", default="outputs/dmd", help=f"output folder {d}")
+    p.add_argument("--iterations", type=int, help="critic iterations per stage (preset's)")
+    p.add_argument("--batch-size", type=int, help="global batch (preset's)")
+    p.add_argument("--student-steps", help="raw student timesteps, e.g. 1000,750,500,250 (preset's)")
+    p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
+    p.add_argument("--lr-gen", type=float, help="generator learning rate (preset's)")
+    p.add_argument("--lr-critic", type=float, help="critic learning rate (preset's)")
+    p.add_argument("--critic-ratio", type=int, help="critic steps per generator step (5)")
+    p.add_argument("--seed", type=int, help="run seed (preset's)")
+    p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
+    p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
+    p.add_argument("--latent-shape", default=None,
+                   help="C,F,H,W of the latents for a14b (default 16,21,60,104 = 480p, 81 frames)")
+    p.add_argument("--mesh", default="", help="device mesh, e.g. fsdp=8 or fsdp=4,sequence=2")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
+    p.add_argument("--log-every", type=int, default=10, help=f"iterations per log row {d}")
+    p.add_argument("--ckpt-every", type=int, default=200, help=f"iterations per checkpoint {d}")
+    p.add_argument("--sample-every", type=int, default=0,
+                   help=f"generator updates per sample set; 0: end of each stage only {d}")
+    p.add_argument("--keep", type=int, default=3, help=f"checkpoints kept per stage {d}")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    distributed.add_distributed_args(p)
+    return p
+
+
+def _override(cfg: DMDConfig, args) -> DMDConfig:
+    changes = {k: v for k, v in {
+        "iterations": args.iterations, "batch_size": args.batch_size, "moe_mode": args.moe_mode,
+        "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
+        "seed": args.seed,
+    }.items() if v is not None}
+    if args.student_steps:
+        try:
+            changes["raw_timesteps"] = tuple(float(t) for t in args.student_steps.split(","))
+        except ValueError:
+            raise ValueError(f"--student-steps must be numbers, got {args.student_steps!r}") from None
+    return dataclasses.replace(cfg, **changes)
+
+
+def load_networks(teacher: str, cfg: DMDConfig) -> Networks:
+    """The teacher's experts plus the graphdefs of the trainable and frozen networks."""
+    if not Path(teacher, checkpoint.MANIFEST).is_file():
+        raise FileNotFoundError(f"teacher checkpoint {teacher} not found (no {checkpoint.MANIFEST})")
+    meta = checkpoint.read_manifest(teacher)
+    compute = jnp.bfloat16 if cfg.compute_dtype == "bf16" else jnp.float32
+    real_dtype = jnp.dtype(meta.get("dtype", "float32")) if compute == jnp.bfloat16 else jnp.float32
+    teacher_states, configs = {}, {}
+    graphdef_train = graphdef_real = None
+    for expert in ("high", "low"):
+        module = load_dit_module(teacher, expert, dtype=real_dtype)
+        configs[expert] = module.cfg
+        _, teacher_states[expert] = nnx.split(module)
+        graphdef_real, _ = nnx.split(nnx.eval_shape(
+            lambda c=module.cfg: WanDiT(c, Precision(real_dtype, compute), rngs=nnx.Rngs(0))))
+        graphdef_train, _ = nnx.split(nnx.eval_shape(
+            lambda c=module.cfg: WanDiT(c, Precision(jnp.float32, compute), rngs=nnx.Rngs(0),
+                                        remat=cfg.remat)))
+    boundary = float(meta.get("boundary", cfg.boundary))
+    if abs(boundary - cfg.boundary) > 1e-9:
+        raise ValueError(f"teacher boundary {boundary} != DMD config boundary {cfg.boundary}")
+    return Networks(graphdef_train, graphdef_real, teacher_states, configs, boundary)
+
+
+def _world(args, preset_name: str) -> World:
+    if preset_name == "toy":
+        return toy_world()
+    if not args.text_cache:
+        raise ValueError("--preset a14b needs --text-cache (build it with wanjax.text.cache)")
+    shape = tuple(int(v) for v in (args.latent_shape or "16,21,60,104").split(","))
+    return cached_world(args.text_cache, shape, 512, args.prompts)
+
+
+def _load_student(out: Path) -> dict:
+    """Experts of finished stages (for resuming into a later stage)."""
+    path = out / "student"
+    if not (path / checkpoint.MANIFEST).is_file():
+        return {}
+    comps = checkpoint.read_manifest(path)["components"]
+    return {e: nnx.split(load_dit_module(path, e, jnp.float32))[1]
+            for e in ("high", "low") if comps.get(f"dit_{e}", {}).get("trained")}
+
+
+def run(args, on_iteration=None) -> Path:
+    preset = importlib.import_module(f"configs.dmd_{args.preset}")
+    cfg = _override(preset.DMD, args)
+    teacher = args.teacher or preset.TEACHER
+    if teacher is None:
+        raise ValueError(f"--preset {args.preset} needs --teacher PATH")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = _world(args, args.preset)
+    nets = load_networks(teacher, cfg)
+    mesh = make_mesh(parse_mesh(args.mesh)) if args.mesh else None
+    if mesh is not None:
+        for expert in ("high", "low"):
+            module = shard_params(nnx.merge(nets.graphdef_real, nets.teacher[expert]), mesh)
+            nets.teacher[expert] = nnx.split(module)[1]
+    opts = RunOptions(out=out, log_every=args.log_every, ckpt_every=args.ckpt_every,
+                      sample_every=args.sample_every, keep=args.keep, resume=not args.no_resume,
+                      quiet=args.quiet, on_iteration=on_iteration)
+    stop = StopFlag().install()
+    runner = StageRunner(cfg, world, nets, opts, stop)
+    student = _load_student(out) if opts.resume else {}
+    meta = {"teacher": str(teacher), "preset": args.preset}
+    ctx = jax.set_mesh(mesh) if mesh is not None else _null()
+    with ctx:
+        for stage in cfg.stages():
+            done = out / stage / "DONE"
+            if opts.resume and done.is_file() and all(
+                    e in student for e in (("high", "low") if stage == "joint" else (stage,))):
+                continue
+            student.update(runner.run(stage, student))
+            if distributed.is_main_process():
+                export_student(out, cfg, nets, student, meta)
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text("done\n")
+    return out / "student"
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        distributed.initialize_from_args(args)
+        path = run(args)
+    except (ValueError, FileNotFoundError, NonFiniteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 130
+    if distributed.is_main_process():
+        print(f"student written to {path} (metrics: {Path(args.out) / 'metrics.jsonl'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""`python -m train.memory`: per-device memory of A14B DMD training on a mesh, from shapes alone.
+
+For one phased stage (one expert per role) the device holds: the generator (fp32 master weights,
+AdamW's two moments, the EMA copy), the critic (fp32 + two moments), the frozen teacher (bf16),
+in the low-noise stage the frozen stage-1 generator (bf16), and the activations of one sample
+with per-block remat. Parameter and optimizer rows are exact (eval_shape + sharding rules);
+activations are an analytic estimate, labelled as such. Joint mode doubles every network row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from configs import a14b
+from wanjax.memory import GB, activation_estimate, param_bytes_per_device, shape_mesh
+from wanjax.parallel.mesh import parse_mesh
+
+LAYOUTS = {  # name -> (mesh spec, devices, memory per device in GB)
+    "8xH100": ("fsdp=8", 8, 80),
+    "8xH100-sp4": ("fsdp=2,sequence=4", 8, 80),
+    "8xH200-sp4": ("fsdp=2,sequence=4", 8, 141),
+    "v5p-128": ("fsdp=16,sequence=4", 64, 95),  # 64 chips (128 TensorCores), 95 GB HBM each
+}
+SIZES = {"480p": (832, 480), "720p": (1280, 720)}
+
+
+def dmd_rows(mesh_spec: str, devices: int, size: str, frames: int = 81,
+             moe_mode: str = "phased", batch_per_device: int = 1) -> tuple[list[tuple[str, float]],
+                                                                            float]:
+    mesh = shape_mesh(parse_mesh(mesh_spec), devices)
+    dit = a14b.EXPERT
+    _, bf16 = param_bytes_per_device(dit, mesh)  # bf16 bytes on the most loaded device
+    fp32 = 2 * bf16
+    per_role = 2 if moe_mode == "joint" else 1
+    w, h = SIZES[size]
+    tokens = ((frames - 1) // 4 + 1) * (h // 16) * (w // 16)
+    rows = [
+        ("generator params (fp32 master)", per_role * fp32),
+        ("generator AdamW moments (fp32 x2)", per_role * 2 * fp32),
+        ("generator EMA (fp32)", per_role * fp32),
+        ("critic params (fp32)", per_role * fp32),
+        ("critic AdamW moments (fp32 x2)", per_role * 2 * fp32),
+        ("teacher / real score (bf16, frozen)", per_role * bf16),
+        ("stage-1 generator, low stage only (bf16, frozen)", bf16 if moe_mode == "phased" else 0),
+        (f"activations, {size} {frames} frames, remat, estimate x{batch_per_device}",
+         batch_per_device * activation_estimate(dit, tokens, mesh, train=True)),
+    ]
+    return rows, sum(v for _, v in rows)
+
+
+def report(layouts=tuple(LAYOUTS), sizes=tuple(SIZES), moe_mode: str = "phased") -> str:
+    out = [f"# A14B DMD ({moe_mode}) memory per device, one sample per data-parallel group",
+           "", "| layout | mesh | size | " + " | ".join(r for r, _ in dmd_rows(
+               "fsdp=8", 8, "480p", moe_mode=moe_mode)[0]) + " | total GB | fits |",
+           "|" + "---|" * 13]
+    for name in layouts:
+        spec, devices, capacity = LAYOUTS[name]
+        for size in sizes:
+            rows, total = dmd_rows(spec, devices, size, moe_mode=moe_mode)
+            cells = " | ".join(f"{v / GB:.2f}" for _, v in rows)
+            fits = "yes" if total / GB < 0.9 * capacity else "no"
+            out.append(f"| {name} ({capacity} GB) | {spec} | {size} | {cells} | "
+                       f"{total / GB:.2f} | {fits} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.memory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layout", action="append", choices=sorted(LAYOUTS),
+                   help="device layouts (default: all)")
+    p.add_argument("--size", action="append", choices=sorted(SIZES), help="default: both")
+    p.add_argument("--moe-mode", choices=("phased", "joint"), default="phased",
+                   help="phased: one expert per role at a time (default: %(default)s)")
+    args = p.parse_args(argv)
+    print(report(tuple(args.layout or LAYOUTS), tuple(args.size or SIZES), args.moe_mode))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

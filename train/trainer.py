@@ -1,0 +1,208 @@
+"""The DMD training loop for one stage: data, TTUR updates, logging, checkpoints, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from train.checkpointing import Checkpoints, StopFlag
+from train.data import prompt_batches
+from train.dmd_config import DMDConfig
+from train.dmd_losses import StageSetup
+from train.dmd_step import TrainState, init_state, make_steps
+from train.stages import make_stage
+from train.world import World
+from wanjax.io import checkpoint
+from wanjax.io.params import flat_params
+from wanjax.sampling.loop import dit_apply, make_sampler
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when a loss or gradient norm stops being finite."""
+
+
+@dataclasses.dataclass
+class RunOptions:
+    out: Path
+    log_every: int = 10
+    ckpt_every: int = 200
+    sample_every: int = 0  # generator updates; 0: only at the end of a stage
+    keep: int = 3
+    resume: bool = True
+    quiet: bool = False
+    on_iteration: Callable[[int], None] | None = None  # test hook, called after each iteration
+
+
+@dataclasses.dataclass
+class Networks:
+    """Split NNX graphdefs and parameter states of the teacher's two experts."""
+
+    graphdef_train: nnx.GraphDef  # student / critic architecture (remat, compute dtype)
+    graphdef_real: nnx.GraphDef  # frozen teacher
+    teacher: dict  # {'high': state, 'low': state}
+    configs: dict  # {'high': DiTConfig, 'low': DiTConfig}
+    boundary: float
+
+
+def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
+    return StageSetup(make_stage(cfg, name), cfg.sigmas, cfg.sample_config().renoise_targets(),
+                      cfg.num_high_steps, cfg.shift, cfg.boundary, cfg.guidance_high,
+                      cfg.guidance_low)
+
+
+def _stage_params(name: str, nets: Networks, student: dict):
+    """(gen init, critic init, real, frozen generator) for a stage."""
+    t = nets.teacher
+    if name == "joint":
+        return t, t, t, None
+    if name == "high":
+        return t["high"], t["high"], t["high"], None
+    return t["low"], t["low"], t["low"], student.get("high")
+
+
+class StageRunner:
+    def __init__(self, cfg: DMDConfig, world: World, nets: Networks, opts: RunOptions,
+                 stop: StopFlag):
+        self.cfg, self.world, self.nets, self.opts, self.stop = cfg, world, nets, opts, stop
+        self.log_path = opts.out / "metrics.jsonl"
+
+    def run(self, name: str, student: dict) -> dict:
+        """Trains stage `name`; returns the student's expert params (EMA) after it."""
+        cfg, nets, opts = self.cfg, self.nets, self.opts
+        setup = stage_setup(cfg, name)
+        gen0, critic0, real, frozen_gen = _stage_params(name, nets, student)
+        apply_train, apply_real = dit_apply(nets.graphdef_train), dit_apply(nets.graphdef_real)
+        gen_step, critic_step = make_steps(cfg, setup, apply_train, apply_real,
+                                           self.world.latent_shape)
+        ckpts = Checkpoints(opts.out / name / "checkpoints", keep=opts.keep)
+        state = init_state(cfg, gen0, critic0, jax.random.PRNGKey(cfg.seed + _stage_index(name)))
+        if opts.resume and ckpts.latest_step() is not None:
+            state = ckpts.restore(state)
+            self._say(f"[{name}] resumed at iteration {int(state.step)} from {ckpts.directory}")
+        data = prompt_batches(self.world.prompts, cfg.batch_size, cfg.seed, cfg.iterations)
+        frozen = (real, frozen_gen)
+        neg = jnp.asarray(self.world.contexts.negative(cfg.batch_size))
+        start = int(state.step)
+        bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
+                   desc=f"dmd {name}", disable=opts.quiet, unit="it")
+        last_saved = start
+        metrics: dict = {}
+        t0, n0 = time.perf_counter(), start
+        for it in bar:
+            ctx = jnp.asarray(self.world.contexts.encode(list(data[it])))
+            batch = (ctx, _pad_like(neg, ctx))
+            if it % cfg.critic_ratio == 0:
+                state, m = gen_step(state, frozen, batch)
+                metrics.update(m)
+                if opts.sample_every and int(state.gen_updates) % opts.sample_every == 0:
+                    self.write_samples(name, state, student, int(state.gen_updates))
+            state, m = critic_step(state, frozen, batch)
+            metrics.update(m)
+            if it % opts.log_every == 0 or it == cfg.iterations - 1:
+                row = self._log(name, it, metrics, (it + 1 - n0) / (time.perf_counter() - t0))
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("gen_loss", "critic_loss") if k in row})
+            if opts.on_iteration is not None:
+                opts.on_iteration(it)
+            if (it + 1) % opts.ckpt_every == 0 or self.stop:
+                ckpts.save(it + 1, state)
+                last_saved = it + 1
+            if self.stop:
+                ckpts.close()
+                raise KeyboardInterrupt(f"stopped by signal {self.stop.signal} after iteration "
+                                        f"{it + 1}; checkpoint saved, rerun to resume")
+        if last_saved != cfg.iterations and int(state.step) == cfg.iterations:
+            ckpts.save(cfg.iterations, state, force=True)
+        ckpts.close()
+        experts = _stage_experts(name, state.ema)
+        self.write_samples(name, state, {**student, **experts}, int(state.gen_updates), final=True)
+        return experts
+
+    def _log(self, name: str, it: int, metrics: dict, its_per_s: float) -> dict:
+        row = {"stage": name, "iteration": it}
+        for k, v in metrics.items():
+            value = float(v)
+            if not math.isfinite(value):
+                raise NonFiniteError(
+                    f"[{name}] {k} became {value} at iteration {it}; stopping without saving. "
+                    f"The last good checkpoint is in {self.opts.out / name / 'checkpoints'}"
+                )
+            row[k] = value
+        row["iterations_per_s"] = its_per_s
+        row["samples_per_s"] = its_per_s * self.cfg.batch_size
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    def write_samples(self, name: str, state: TrainState, student: dict, gen_updates: int,
+                      final: bool = False) -> None:
+        """Samples the student (current EMA) on fixed prompts and seeds."""
+        if jax.process_index() != 0:
+            return
+        experts = {**self.nets.teacher, **student, **_stage_experts(name, state.ema)}
+        prompts = list(self.world.sample_prompts)
+        ctx = jnp.asarray(self.world.contexts.encode(prompts))
+        noise = jax.random.normal(jax.random.PRNGKey(1234), (len(prompts), *self.world.latent_shape))
+        apply = dit_apply(self.nets.graphdef_train)
+        sample = make_sampler(apply, apply, self.cfg.sample_config())
+        x = sample(experts["high"], experts["low"], noise, ctx, None, jax.random.PRNGKey(4321))
+        tag = "final" if final else f"gen{gen_updates:06d}"
+        self.world.save_samples(np.asarray(x), prompts, self.opts.out / name / "samples" / tag)
+
+    def _say(self, msg: str) -> None:
+        if not self.opts.quiet:
+            tqdm.write(msg)
+
+
+def _stage_index(name: str) -> int:
+    return {"high": 0, "low": 1, "joint": 2}[name]
+
+
+def _stage_experts(name: str, params) -> dict:
+    if name == "joint":
+        return dict(params)
+    return {name: params}
+
+
+def _pad_like(neg, ctx):
+    """Pads the negative context to the prompt context's length (CFG batches them together)."""
+    pad = ctx.shape[1] - neg.shape[1]
+    if pad < 0:
+        raise ValueError(f"negative context ({neg.shape[1]} rows) longer than prompts'")
+    return jnp.pad(neg, ((0, 0), (0, pad), (0, 0)))
+
+
+def export_student(out: Path, cfg: DMDConfig, nets: Networks, student: dict, meta: dict) -> Path:
+    """Writes the student as a wanjax checkpoint that sampling loads unchanged."""
+    path = out / "student"
+    tmp = out / ".student.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    components = {}
+    for expert in ("high", "low"):
+        params = student.get(expert, nets.teacher[expert])
+        module = nnx.merge(nets.graphdef_train, params)
+        checkpoint.save_params(tmp / f"dit_{expert}", flat_params(module))
+        components[f"dit_{expert}"] = {
+            "config": checkpoint.dit_config_to_json(nets.configs[expert]),
+            "params": f"dit_{expert}",
+            "trained": expert in student,
+        }
+    sample_cfg = dataclasses.asdict(cfg.sample_config())
+    checkpoint.write_manifest(tmp, {
+        "dtype": "float32", "components": components, "boundary": nets.boundary,
+        "student": {"sample_config": sample_cfg, "dmd_config": dataclasses.asdict(cfg), **meta},
+    })
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return path

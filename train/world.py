@@ -1,0 +1,58 @@
+"""What a DMD run trains on: latent shape, prompts, their contexts, and how to show samples."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from train.data import CachedContexts, ContextSource, FunctionContexts
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    latent_shape: tuple[int, ...]  # [C, F, H, W] of one sample
+    prompts: tuple[str, ...]
+    contexts: ContextSource
+    sample_prompts: tuple[str, ...]
+    # writes generated samples for humans (toy: mp4s; latent worlds: .npy latents)
+    save_samples: Callable[[np.ndarray, Sequence[str], Path], None]
+
+
+def save_latents(latents: np.ndarray, prompts: Sequence[str], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "latents.npy", latents)
+    (out / "prompts.txt").write_text("\n".join(prompts) + "\n")
+
+
+def toy_world() -> World:
+    from train.toy import world as toy
+
+    def save(videos, prompts, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        for i, (video, prompt) in enumerate(zip(videos, prompts, strict=True)):
+            toy.save_mp4(str(out / f"{i:02d}_{prompt.replace(' ', '_')}.mp4"), np.asarray(video))
+
+    prompts = tuple(toy.all_prompts())
+    from configs import toy as preset
+
+    return World(
+        latent_shape=(preset.EXPERT.in_dim, preset.FRAMES, preset.HEIGHT, preset.WIDTH),
+        prompts=prompts,
+        contexts=FunctionContexts(lambda p: toy.encode_prompts(p)[0], toy.negative_context),
+        sample_prompts=prompts[:: max(1, len(prompts) // 8)][:8],
+        save_samples=save,
+    )
+
+
+def cached_world(text_cache: str, latent_shape: tuple[int, ...], text_len: int = 512,
+                 prompts_file: str | None = None) -> World:
+    """A real world: prompts and their umT5 embeddings from a cache built offline."""
+    contexts = CachedContexts(text_cache, text_len)
+    if prompts_file:
+        prompts = tuple(p.strip() for p in Path(prompts_file).read_text().splitlines() if p.strip())
+    else:
+        prompts = tuple(contexts.prompts())
+    return World(latent_shape, prompts, contexts, prompts[:4], save_latents)
