@@ -40,6 +40,18 @@ def diffusers_dit(cfg: DiTConfig, seed: int = 0):
     return model
 
 
+def dit_inputs(cfg: DiTConfig, shape, ctx_len: int, seed: int = 1):
+    """Random DiT inputs: latents, integer timesteps, a context of `ctx_len` rows, and the same
+    context zero-padded to `text_len` (what diffusers' transformer is fed by its pipeline)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    t = rng.integers(0, 1000, size=shape[0])
+    ctx = rng.standard_normal((shape[0], ctx_len, cfg.text_dim)).astype(np.float32)
+    padded = np.zeros((shape[0], cfg.text_len, cfg.text_dim), np.float32)
+    padded[:, :ctx_len] = ctx
+    return x, t, ctx, padded
+
+
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from torch_refs import dit_inputs
 from wanjax.config import DiTConfig
 
 # head_dim 128 like every real Wan DiT, so a single file's config can be inferred from shapes.
@@ -117,13 +118,7 @@ def write_diffusers(root: Path, high, low) -> Path:
 
 
 def inputs(cfg: DiTConfig, shape=(1, 16, 3, 4, 6), ctx_len=7, seed=1):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(np.float32)
-    t = rng.integers(0, 1000, size=shape[0])
-    ctx = rng.standard_normal((shape[0], ctx_len, cfg.text_dim)).astype(np.float32)
-    padded = np.zeros((shape[0], cfg.text_len, cfg.text_dim), np.float32)
-    padded[:, :ctx_len] = ctx
-    return x, t, ctx, padded
+    return dit_inputs(cfg, shape, ctx_len, seed)
 
 
 def rel(a, b) -> float:

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from convert.keymaps import dit_keymap
-from torch_refs import diffusers_dit, diffusers_dit_forward, state_dict_numpy
+from torch_refs import diffusers_dit, diffusers_dit_forward, dit_inputs, state_dict_numpy
 from wanjax.config import DiTConfig
 from wanjax.io.params import load_flat_params
 from wanjax.models.dit import WanDiT
@@ -32,16 +32,6 @@ def _pair(cfg: DiTConfig, seed: int = 0):
     return ref, ours
 
 
-def _inputs(cfg: DiTConfig, shape, ctx_len, seed=1):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(np.float32)
-    t = rng.integers(0, 1000, size=shape[0])
-    ctx = rng.standard_normal((shape[0], ctx_len, cfg.text_dim)).astype(np.float32)
-    padded = np.zeros((shape[0], cfg.text_len, cfg.text_dim), np.float32)
-    padded[:, :ctx_len] = ctx
-    return x, t, ctx, padded
-
-
 def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
@@ -50,7 +40,7 @@ def _rel(a, b):
 def case(request):
     cfg, shape, ctx_len = CONFIGS[request.param]
     ref, ours = _pair(cfg)
-    x, t, ctx, padded = _inputs(cfg, shape, ctx_len)
+    x, t, ctx, padded = dit_inputs(cfg, shape, ctx_len)
     expected = diffusers_dit_forward(ref, x, t, padded)
     return cfg, ours, (x, t, ctx), expected
 
@@ -126,7 +116,7 @@ def test_bf16_close_to_fp32_reference():
     ref, ours32 = _pair(cfg)
     ours16 = WanDiT(cfg, Precision.named("bf16"), rngs=nnx.Rngs(0))
     load_flat_params(ours16, dit_keymap(cfg, "diffusers").to_ours(state_dict_numpy(ref)))
-    x, t, ctx, padded = _inputs(cfg, shape, ctx_len)
+    x, t, ctx, padded = dit_inputs(cfg, shape, ctx_len)
     out = _ours(ours16, x, t, ctx)
     assert out.dtype == np.float32
     assert _rel(out, diffusers_dit_forward(ref, x, t, padded)) < 5e-2

@@ -77,6 +77,12 @@ class LayerNorm(nnx.Module):
         return h.astype(x.dtype)
 
 
+def rms_normalize(x: Float[Array, "... d"], eps: float) -> Float[Array, "... d"]:
+    """`x * rsqrt(mean(x^2) + eps)` over the last axis, computed and returned in float32."""
+    h = x.astype(jnp.float32)
+    return h * jax.lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + eps)
+
+
 class RMSNorm(nnx.Module):
     """`x * rsqrt(mean(x^2) + eps) * w`: normalised in float32, cast to the input dtype, then scaled."""
 
@@ -86,6 +92,5 @@ class RMSNorm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
 
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        h = x.astype(jnp.float32)
-        h = h * jax.lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + self.eps)
+        h = rms_normalize(x, self.eps)
         return h.astype(x.dtype) * self.scale[...].astype(x.dtype)

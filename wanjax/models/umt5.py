@@ -29,7 +29,7 @@ from jaxtyping import Array, Float, Int
 
 from wanjax.config import Precision
 from wanjax.models.blocks import gelu_tanh
-from wanjax.models.layers import DType, Linear
+from wanjax.models.layers import DType, Linear, rms_normalize
 
 _FP32 = Precision()
 
@@ -133,8 +133,7 @@ class T5Norm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
 
     def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        h = x.astype(jnp.float32)
-        h = h * jax.lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + self.eps)
+        h = rms_normalize(x, self.eps)
         scale = self.scale[...]
         return scale * h.astype(scale.dtype)
 
