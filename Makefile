@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-## The main job on the built-in default.
+## The main job on the built-in default: the toy-world pipeline end to end.
 demo: $(VENV)/.installed
-	$(PY) -m wanjax.demo
+	$(PY) -m train.demo
 
 ## The default test suite (under 20 minutes on 2 CPU cores).
 test: $(VENV)/.installed

@@ -84,7 +84,7 @@ def parse_size(size: str) -> tuple[int, int]:
     return w, h
 
 
-def _student_defaults(meta: dict) -> SampleConfig | None:
+def student_sample_config(meta: dict) -> SampleConfig | None:
     student = meta.get("student")
     if not student:
         return None
@@ -103,7 +103,7 @@ def load_pipeline(path: str | Path, dtype=None) -> Pipeline:
     gl, pl = nnx.split(low)
     toy = meta.get("world") == "toy" or (high.cfg.in_dim == 3 and "text_encoder" not in
                                           meta["components"])
-    default = _student_defaults(meta)
+    default = student_sample_config(meta)
     if toy:
         from configs import toy as toy_cfg
         from train.toy import world as toy_world
