@@ -30,7 +30,6 @@ class DMDConfig:
     phase_margin: float = 0.04
     # two-time-scale updates: critic steps per generator step
     critic_ratio: int = 5
-    regression_weight: float = 0.0
     # optimisation (AdamW, separate for generator and critic)
     lr_gen: float = 2e-6
     lr_critic: float = 4e-7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -55,6 +56,14 @@ class Networks:
     boundary: float
 
 
+@functools.lru_cache(maxsize=8)
+def compiled_steps(cfg: DMDConfig, stage: str, graphdef_train, graphdef_real, latent_shape):
+    """The jitted updates of a stage, shared by every run of the same settings in a process
+    (a resumed or repeated run then reuses the compilation)."""
+    return make_steps(cfg, stage_setup(cfg, stage), dit_apply(graphdef_train),
+                      dit_apply(graphdef_real), latent_shape)
+
+
 def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
     return StageSetup(make_stage(cfg, name), cfg.sigmas, cfg.sample_config().renoise_targets(),
                       cfg.num_high_steps, cfg.shift, cfg.boundary, cfg.guidance_high,
@@ -80,11 +89,9 @@ class StageRunner:
     def run(self, name: str, student: dict) -> dict:
         """Trains stage `name`; returns the student's expert params (EMA) after it."""
         cfg, nets, opts = self.cfg, self.nets, self.opts
-        setup = stage_setup(cfg, name)
         gen0, critic0, real, frozen_gen = _stage_params(name, nets, student)
-        apply_train, apply_real = dit_apply(nets.graphdef_train), dit_apply(nets.graphdef_real)
-        gen_step, critic_step = make_steps(cfg, setup, apply_train, apply_real,
-                                           self.world.latent_shape)
+        gen_step, critic_step = compiled_steps(cfg, name, nets.graphdef_train,
+                                               nets.graphdef_real, tuple(self.world.latent_shape))
         ckpts = Checkpoints(opts.out / name / "checkpoints", keep=opts.keep)
         state = init_state(cfg, gen0, critic0, jax.random.PRNGKey(cfg.seed + _stage_index(name)))
         if opts.resume and ckpts.latest_step() is not None:
