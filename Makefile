@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-## The main job on the built-in default: the toy-world pipeline end to end.
+## The main job on the built-in default (see README: the toy-world pipeline replaces it once its
+## teacher checkpoint is committed).
 demo: $(VENV)/.installed
-	$(PY) -m train.demo
+	$(PY) -m wanjax.demo
 
 ## The default test suite (under 20 minutes on 2 CPU cores).
 test: $(VENV)/.installed
