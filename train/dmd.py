@@ -122,7 +122,11 @@ def _load_student(out: Path) -> dict:
 
 
 def run(args, on_iteration=None) -> Path:
-    preset = importlib.import_module(f"configs.dmd_{args.preset}")
+    try:
+        preset = importlib.import_module(f"configs.dmd_{args.preset}")
+    except ModuleNotFoundError as e:
+        raise FileNotFoundError(f"preset {args.preset!r} is not available here ({e.name} is "
+                                f"missing)") from None
     cfg = _override(preset.DMD, args)
     teacher = args.teacher or preset.TEACHER
     if teacher is None:
