@@ -10,7 +10,6 @@ difference is printed too, so the timing compares equal work.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from bench.timing import median_time
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -41,15 +42,6 @@ CONFIGS = {
 }
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_config(cfg: DiTConfig, shape, repeats: int) -> dict:
     import torch
 
@@ -69,12 +61,12 @@ def bench_config(cfg: DiTConfig, shape, repeats: int) -> dict:
     start = time.perf_counter()
     out_jax = np.asarray(model(xj, tj, cj))
     compile_s = time.perf_counter() - start
-    jax_s = _median_time(lambda: model(xj, tj, cj).block_until_ready(), repeats)
+    jax_s = median_time(lambda: model(xj, tj, cj).block_until_ready(), repeats)
 
     xt, tt, ct = torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(ctx)
     with torch.inference_mode():
         out_torch = ref(xt, tt, ct, return_dict=False)[0].numpy()
-        torch_s = _median_time(lambda: ref(xt, tt, ct, return_dict=False), repeats)
+        torch_s = median_time(lambda: ref(xt, tt, ct, return_dict=False), repeats)
     rel = float(np.abs(out_jax - out_torch).max() / np.abs(out_torch).max())
     return dict(jax_s=jax_s, torch_s=torch_s, compile_s=compile_s, rel_err=rel)
 

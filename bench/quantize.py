@@ -14,13 +14,13 @@ as `QuantLinear` does), and a 4096-token activation `[4096, 5120]` along its las
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench.timing import median_time
 from wanjax.quant import fake_quant
 
 CASES = {
@@ -62,15 +62,6 @@ def torch_hif4_from_spec(x, dim: int):
     return out.movedim(-1, dim)
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_case(shape: tuple[int, int], axis: int, repeats: int) -> dict:
     import torch
 
@@ -79,12 +70,12 @@ def bench_case(shape: tuple[int, int], axis: int, repeats: int) -> dict:
     start = time.perf_counter()
     out_jax = np.asarray(fake_quant(xj, "hif4", axis))
     compile_s = time.perf_counter() - start
-    jax_s = _median_time(lambda: fake_quant(xj, "hif4", axis).block_until_ready(), repeats)
+    jax_s = median_time(lambda: fake_quant(xj, "hif4", axis).block_until_ready(), repeats)
 
     xt = torch.from_numpy(x)
     with torch.inference_mode():
         out_torch = torch_hif4_from_spec(xt, axis).numpy()
-        torch_s = _median_time(lambda: torch_hif4_from_spec(xt, axis), repeats)
+        torch_s = median_time(lambda: torch_hif4_from_spec(xt, axis), repeats)
     return dict(
         jax_s=jax_s,
         torch_s=torch_s,
