@@ -1,6 +1,6 @@
 """The A14B DMD step from shapes alone: lower it for a device mesh without allocating anything.
 
-Used by the lowering test and by `python -m wanjax.memory --dmd`: every parameter, optimizer state
+Used by the lowering test (tests/train/test_dmd_scale.py): every parameter, optimizer state
 and input is a `jax.ShapeDtypeStruct` carrying its `NamedSharding` on an `AbstractMesh`, so the
 14B-parameter networks never exist in memory.
 """
@@ -76,6 +76,8 @@ def lower_dmd_step(dit: DiTConfig, cfg: DMDConfig, mesh_cfg: MeshConfig, num_dev
         ctx = jax.ShapeDtypeStruct((cfg.batch_size, text_len, dit.text_dim), jnp.float32,
                                    sharding=NamedSharding(mesh, batch_spec))
         frozen_gen = real if stage == "low" else None
+        if setup.stage.crosses(cfg.boundary, cfg.shift):  # scores routed to both experts
+            real = {"high": real, "low": real}
         step = critic_step if which == "critic" else gen_step
         return step.trace(state, (real, frozen_gen), (ctx, ctx)).lower(lowering_platforms=(platform,))
 

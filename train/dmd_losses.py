@@ -18,7 +18,7 @@ from jaxtyping import Array
 
 from train import dmd_math
 from train.rollout import exit_step, init_state, run_steps
-from train.stages import Stage, shift_raw
+from train.stages import Stage, shift_raw, unshift
 
 Apply = Callable[..., Array]
 
@@ -37,11 +37,15 @@ class StageSetup:
     guidance_low: float
 
 
-def route(apply: Apply, params, x, t, ctx, boundary: float):
-    """Applies the expert owning each sample's t: a dict {'high','low'} of params is routed per
-    sample (both evaluated, then selected); a single params tree is applied as is."""
+def route(apply: Apply, params, x, t, ctx, boundary: float, side=None):
+    """Applies the expert owning each sample's t to a dict {'high','low'} of params; a single
+    params tree is applied as is. With `side` (a traced bool: the whole batch is high-noise)
+    only that expert runs (`lax.cond`); without it both run and each sample takes its own."""
     if not (isinstance(params, dict) and set(params) == {"high", "low"}):
         return apply(params, x, t, ctx)
+    if side is not None:
+        return jax.lax.cond(side, lambda: apply(params["high"], x, t, ctx),
+                            lambda: apply(params["low"], x, t, ctx))
     high = (t >= boundary * 1000.0).reshape((-1,) + (1,) * (x.ndim - 1))
     return jnp.where(high, apply(params["high"], x, t, ctx), apply(params["low"], x, t, ctx))
 
@@ -78,16 +82,33 @@ def generate(apply: Apply, gen, frozen_gen, setup: StageSetup, noise, ctx, key):
     return dmd_math.generator_endpoint(x_k, sigma_k, tau, v), k
 
 
-def sample_noise_level(setup: StageSetup, key, batch: int) -> Array:
-    u = jax.random.uniform(key, (batch,), jnp.float32, setup.stage.raw_lo, setup.stage.raw_hi)
-    return shift_raw(u, setup.shift)
+def sample_noise_level(setup: StageSetup, key, batch: int):
+    """`(sigma [B], side)`: sigma = shift(u), u ~ U(raw_lo, raw_hi) per sample.
+
+    Where the stage's range crosses the expert boundary, the batch first draws its side (high
+    with probability = the high part's share of the u-range, `side` a traced bool), then u
+    uniformly within that side: each sample's marginal is unchanged, and one expert scores the
+    whole batch instead of both scoring every sample. Elsewhere `side` is None."""
+    st = setup.stage
+    if not st.crosses(setup.boundary, setup.shift):
+        u = jax.random.uniform(key, (batch,), jnp.float32, st.raw_lo, st.raw_hi)
+        return shift_raw(u, setup.shift), None
+    side_key, u_key = jax.random.split(key)
+    u_b = unshift(setup.boundary, setup.shift)
+    side = jax.random.uniform(side_key) < (st.raw_hi - u_b) / (st.raw_hi - st.raw_lo)
+    lo = jnp.where(side, u_b, st.raw_lo)
+    hi = jnp.where(side, st.raw_hi, u_b)
+    sigma = shift_raw(jax.random.uniform(u_key, (batch,), jnp.float32) * (hi - lo) + lo,
+                      setup.shift)
+    # t >= boundary * 1000 is the high expert's, exactly as `route` and the sampler decide
+    edge = jnp.float32(setup.boundary)
+    below = jnp.nextafter(edge, jnp.float32(0.0))
+    sigma = jnp.where(side, jnp.maximum(sigma, edge), jnp.minimum(sigma, below))
+    return sigma, side
 
 
 def _guidance(setup: StageSetup, sigma):
-    if setup.stage.name == "high":
-        return setup.guidance_high
-    if setup.stage.name == "low":
-        return setup.guidance_low
+    """The CFG scale of the expert that owns each sample's noise level."""
     return jnp.where(sigma * 1000.0 >= setup.boundary * 1000.0, setup.guidance_high,
                      setup.guidance_low).reshape((-1, 1, 1, 1, 1))
 
@@ -99,15 +120,15 @@ def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real
     x_gen, k = generate(apply_train, gen, frozen_gen, setup, noise, ctx, gen_key)
     tau = setup.stage.tau
     b = x_gen.shape[0]
-    sigma = sample_noise_level(setup, t_key, b)
+    sigma, side = sample_noise_level(setup, t_key, b)
     eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
     x_t = dmd_math.noise_to(jax.lax.stop_gradient(x_gen), tau, sigma, eps)
     t = sigma * 1000.0
     both = route(apply_real, real, jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
-                 jnp.concatenate([ctx, neg]), setup.boundary)
+                 jnp.concatenate([ctx, neg]), setup.boundary, side)
     v_cond, v_uncond = jnp.split(both, 2)
     v_real = dmd_math.cfg_velocity(v_cond, v_uncond, _guidance(setup, sigma))
-    v_fake = route(apply_train, critic, x_t, t, ctx, setup.boundary)
+    v_fake = route(apply_train, critic, x_t, t, ctx, setup.boundary, side)
     x_real = dmd_math.tweedie_endpoint(x_t, sigma, tau, v_real)
     x_fake = dmd_math.tweedie_endpoint(x_t, sigma, tau, v_fake)
     grad = jax.lax.stop_gradient(dmd_math.dmd_gradient(jax.lax.stop_gradient(x_gen), x_fake, x_real))
@@ -122,9 +143,9 @@ def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, 
                         gen_key)
     x_gen = jax.lax.stop_gradient(x_gen)
     tau = setup.stage.tau
-    sigma = sample_noise_level(setup, t_key, x_gen.shape[0])
+    sigma, side = sample_noise_level(setup, t_key, x_gen.shape[0])
     eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
     x_t = dmd_math.noise_to(x_gen, tau, sigma, eps)
-    v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary)
+    v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary, side)
     loss = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
     return loss, {"critic_loss": loss}

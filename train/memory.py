@@ -1,10 +1,11 @@
 """`python -m train.memory`: per-device memory of A14B DMD training on a mesh, from shapes alone.
 
 For one phased stage (one expert per role) the device holds: the generator (fp32 master weights,
-AdamW's two moments, the EMA copy), the critic (fp32 + two moments), the frozen teacher (bf16),
-in the low-noise stage the frozen stage-1 generator (bf16), and the activations of one sample
-with per-block remat. Parameter and optimizer rows are exact (eval_shape + sharding rules);
-activations are an analytic estimate, labelled as such. Joint mode doubles every network row.
+AdamW's two moments, the EMA copy), the critic (fp32 + two moments), two frozen bf16 networks
+(stage 1: both teacher experts, since its noise levels reach below the boundary; stage 2: the low
+teacher and the frozen stage-1 generator), and the activations of one sample with per-block
+remat. Parameter and optimizer rows are exact (eval_shape + sharding rules); activations are an
+analytic estimate, labelled as such. Joint mode doubles every trainable row.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def dmd_rows(mesh_spec: str, devices: int, size: str, frames: int = 81,
         ("generator EMA (fp32)", per_role * fp32),
         ("critic params (fp32)", per_role * fp32),
         ("critic AdamW moments (fp32 x2)", per_role * 2 * fp32),
-        ("teacher / real score (bf16, frozen)", per_role * bf16),
-        ("stage-1 generator, low stage only (bf16, frozen)", bf16 if moe_mode == "phased" else 0),
-        (f"activations, {size} {frames} frames, remat, estimate x{batch_per_device}",
+        # Both teacher experts in joint mode and in phased stage 1 (its noise levels reach below
+        # the boundary); phased stage 2 holds the low teacher and the frozen stage-1 generator.
+        ("frozen bf16: teacher experts (+ stage-1 generator in stage 2)", 2 * bf16),
+        (f"activations (remat, estimate, x{batch_per_device} sample)",
          batch_per_device * activation_estimate(dit, tokens, mesh, train=True)),
     ]
     return rows, sum(v for _, v in rows)
@@ -53,7 +55,7 @@ def report(layouts=tuple(LAYOUTS), sizes=tuple(SIZES), moe_mode: str = "phased")
     out = [f"# A14B DMD ({moe_mode}) memory per device, one sample per data-parallel group",
            "", "| layout | mesh | size | " + " | ".join(r for r, _ in dmd_rows(
                "fsdp=8", 8, "480p", moe_mode=moe_mode)[0]) + " | total GB | fits |",
-           "|" + "---|" * 13]
+           "|" + "---|" * 12]
     for name in layouts:
         spec, devices, capacity = LAYOUTS[name]
         for size in sizes:

@@ -37,6 +37,16 @@ class Stage:
     def num_steps(self) -> int:
         return self.stop - self.first
 
+    def sigma_range(self, shift: float) -> tuple[float, float]:
+        """The noise levels (sigma) the stage's DMD and critic losses draw from."""
+        return float(shift_raw(self.raw_lo, shift)), float(shift_raw(self.raw_hi, shift))
+
+    def crosses(self, boundary: float, shift: float) -> bool:
+        """Whether those noise levels reach both experts' sides of the boundary, so that scores
+        at them must be routed per noise level (the low-noise expert owns sigma < boundary)."""
+        lo, hi = self.sigma_range(shift)
+        return lo < boundary <= hi
+
 
 def make_stage(cfg: DMDConfig, name: str) -> Stage:
     sigmas = cfg.sigmas

@@ -70,14 +70,24 @@ def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
                       cfg.guidance_low)
 
 
-def _stage_params(name: str, nets: Networks, student: dict):
-    """(gen init, critic init, real, frozen generator) for a stage."""
+def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
+    """(gen init, critic init, real, frozen generator) for a stage.
+
+    Scores at a noise level come from the expert that owns it: where a stage's noise range
+    crosses the boundary, the real score is both teacher experts, routed per sample (phased
+    stage 1 draws sigma from (sigma_b, 1), and sigma_b < boundary). The critic is the stage's
+    own (Phased DMD trains the fake score of a phase on that phase's interval), except for a
+    stage that covers the whole range (every student step in one expert): it is then routed too.
+    """
     t = nets.teacher
     if name == "joint":
         return t, t, t, None
-    if name == "high":
-        return t["high"], t["high"], t["high"], None
-    return t["low"], t["low"], t["low"], student.get("high")
+    stage = make_stage(cfg, name)
+    routed = stage.crosses(cfg.boundary, cfg.shift)
+    real = t if routed else t[name]
+    critic = t if routed and stage.tau == 0.0 and stage.num_steps == len(cfg.sigmas) - 1 \
+        else t[name]
+    return t[name], critic, real, student.get("high") if name == "low" else None
 
 
 class StageRunner:
@@ -89,7 +99,7 @@ class StageRunner:
     def run(self, name: str, student: dict) -> dict:
         """Trains stage `name`; returns the student's expert params (EMA) after it."""
         cfg, nets, opts = self.cfg, self.nets, self.opts
-        gen0, critic0, real, frozen_gen = _stage_params(name, nets, student)
+        gen0, critic0, real, frozen_gen = _stage_params(cfg, name, nets, student)
         gen_step, critic_step = compiled_steps(cfg, name, nets.graphdef_train,
                                                nets.graphdef_real, tuple(self.world.latent_shape))
         ckpts = Checkpoints(opts.out / name / "checkpoints", keep=opts.keep)

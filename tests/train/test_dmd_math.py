@@ -143,3 +143,74 @@ def test_phased_low_stage_starts_from_the_frozen_high_student():
     # swapping which params are frozen changes the result: the prefix really used `hp`
     x_swapped, _ = jax.jit(lambda: generate(apply, lp, lp, setup, noise, ctx, key))()
     assert not np.allclose(x_gen, x_swapped)
+
+
+def test_scores_are_routed_where_a_stage_reaches_both_experts():
+    """Teacher scores at a noise level come from the expert that owns it (dmd issue)."""
+    from train.trainer import Networks, _stage_params
+
+    nets = Networks(None, None, {"high": "H", "low": "L"}, {}, 0.875)
+    # 4 steps: stage 1 draws sigma in (sigma_b = 0.833, 1), across the boundary at 0.875
+    cfg = DMDConfig()
+    high = make_stage(cfg, "high")
+    lo, hi = high.sigma_range(cfg.shift)
+    assert lo < 0.875 < hi and high.crosses(0.875, cfg.shift)
+    gen, critic, real, frozen = _stage_params(cfg, "high", nets, {})
+    assert (gen, critic, real, frozen) == ("H", "H", {"high": "H", "low": "L"}, None)
+    # stage 2 stays below the boundary: the low teacher alone, fed by the stage-1 student
+    assert not make_stage(cfg, "low").crosses(0.875, cfg.shift)
+    assert _stage_params(cfg, "low", nets, {"high": "S"}) == ("L", "L", "L", "S")
+    # a 1-step student is all high-noise expert, but its losses cover every noise level:
+    # real score and critic are both routed per sample
+    one = DMDConfig(raw_timesteps=(1000.0,))
+    assert one.stages() == ("high",)
+    gen, critic, real, _ = _stage_params(one, "high", nets, {})
+    assert gen == "H" and critic == real == {"high": "H", "low": "L"}
+
+
+def test_guidance_follows_the_expert_that_owns_the_noise_level():
+    from train.dmd_losses import _guidance
+
+    cfg = DMDConfig()
+    setup = StageSetup(make_stage(cfg, "high"), cfg.sigmas, cfg.sample_config().renoise_targets(),
+                       cfg.num_high_steps, cfg.shift, cfg.boundary, 4.0, 3.0)
+    g = np.asarray(_guidance(setup, jnp.array([0.875, 0.87499, 0.95]))).ravel()
+    np.testing.assert_array_equal(g, [4.0, 3.0, 4.0])
+
+
+def test_noise_levels_keep_their_marginal_when_the_batch_draws_its_expert():
+    """Across the boundary each batch is scored by one expert (its `side`), but every sample's
+    noise level still follows sigma = shift(u), u ~ U(raw_lo, raw_hi)."""
+    from train.dmd_losses import sample_noise_level
+
+    cfg = DMDConfig(raw_timesteps=(1000.0,))  # one step: the stage covers [t_min, t_max]
+    st = make_stage(cfg, "high")
+    setup = StageSetup(st, cfg.sigmas, cfg.sample_config().renoise_targets(),
+                       cfg.num_high_steps, cfg.shift, cfg.boundary, 4.0, 3.0)
+    draw = jax.jit(jax.vmap(lambda k: sample_noise_level(setup, k, 8)))
+    sigma, side = draw(jax.random.split(jax.random.key(0), 20000))
+    sigma, side = np.asarray(sigma), np.asarray(side)
+    # the batch's side is every sample's side, by the sampler's own rule t >= boundary * 1000
+    np.testing.assert_array_equal(sigma * 1000.0 >= 875.0, np.broadcast_to(side[:, None], sigma.shape))
+    u = sigma / (cfg.shift - (cfg.shift - 1.0) * sigma)  # back to the raw, uniform variable
+    qs = np.array([0.1, 0.25, 0.5, 0.75, 0.9])
+    np.testing.assert_allclose(np.quantile(u, qs), st.raw_lo + (st.raw_hi - st.raw_lo) * qs,
+                               atol=0.01)
+    # a stage that stays on one side draws per sample and names no side
+    low = make_stage(DMDConfig(), "low")
+    setup_low = StageSetup(low, cfg.sigmas, cfg.sample_config().renoise_targets(), 1, cfg.shift,
+                           cfg.boundary, 4.0, 3.0)
+    sigma_low, no_side = sample_noise_level(setup_low, jax.random.key(1), 8)
+    assert no_side is None and np.all(np.asarray(sigma_low) < 0.875)
+
+
+def test_route_with_a_batch_side_runs_only_that_expert():
+    (gd, hp), (_, lp) = _experts()
+    apply = dit_apply(gd)
+    x = jax.random.normal(jax.random.key(0), (2, 3, 2, 4, 4))
+    ctx = jnp.zeros((2, 4, 8))
+    t = jnp.array([900.0, 950.0])
+    for side, want in ((True, hp), (False, lp)):
+        got = jax.jit(lambda s: route(apply, {"high": hp, "low": lp}, x, t, ctx, 0.875, s))(side)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(apply(want, x, t, ctx)),
+                                   rtol=1e-5, atol=1e-5)  # jit vs eager rounding only
