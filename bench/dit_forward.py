@@ -24,6 +24,7 @@ from bench.timing import median_time
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from convert.keymaps import dit_keymap  # noqa: E402
+from wanjax.argtypes import nonnegative_int, positive_int  # noqa: E402
 from wanjax.config import DiTConfig  # noqa: E402
 from wanjax.io.params import load_flat_params  # noqa: E402
 from wanjax.models.dit import WanDiT  # noqa: E402
@@ -74,8 +75,8 @@ def bench_config(cfg: DiTConfig, shape, repeats: int) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="timed forwards per model")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed forwards per model")
+    parser.add_argument("--threads", type=nonnegative_int, default=0,
                         help="torch intra-op threads (0: torch default)")
     args = parser.parse_args(argv)
     import torch

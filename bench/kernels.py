@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels_pallas import BlockSizes, dequantize, hif4_matmul, to_tiled
+from wanjax.argtypes import positive_int
 from wanjax.quant import fake_quant, pack
 
 DEFAULT_M = (1, 16, 64, 512, 75_600)
@@ -33,7 +34,8 @@ ACT_QUANT = "HiF4 act quant only"
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+    """'512,1024' -> (512, 1024); every size >= 1 (argparse reports a bad list as one line)."""
+    return tuple(positive_int(v) for v in text.split(","))
 
 
 def _time(fn, *args, repeats: int) -> tuple[float, float, jax.Array]:
@@ -120,10 +122,11 @@ def main(argv=None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--m", type=_ints, default=None,
-                        help=f"token counts (default {DEFAULT_M}; on CPU up to {CPU_MAX_M})")
+                        help=f"token counts (None: {DEFAULT_M}, on CPU only those up to "
+                             f"{CPU_MAX_M})")
     parser.add_argument("--k", type=_ints, default=(5120,), help="reduction sizes")
     parser.add_argument("--n", type=_ints, default=(5120, 13824), help="output sizes")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs (median)")
     parser.add_argument("--variants", action="store_true", help="time both kernel variants")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)

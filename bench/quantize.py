@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench.timing import median_time
+from wanjax.argtypes import nonnegative_int, positive_int
 from wanjax.quant import fake_quant
 
 CASES = {
@@ -90,8 +91,10 @@ def main(argv=None) -> None:
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per implementation")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed runs per implementation")
+    parser.add_argument("--threads", type=nonnegative_int, default=0,
+                        help="torch threads (0: default)")
     args = parser.parse_args(argv)
     import torch
 

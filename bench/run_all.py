@@ -27,6 +27,10 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", action="append", help="run benches whose module contains this")
     args = p.parse_args(argv)
+    unmatched = [o for o in args.only or () if not any(o in cmd[0] for _, cmd in BENCHES)]
+    if unmatched:
+        p.error(f"--only {', '.join(unmatched)}: no bench module matches; the benches are "
+                f"{', '.join(cmd[0] for _, cmd in BENCHES)}")
     failed = []
     for title, cmd in BENCHES:
         if args.only and not any(o in cmd[0] for o in args.only):

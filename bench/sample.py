@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from configs import tiny
+from wanjax.argtypes import positive_int
 from wanjax.config import DiTConfig
 from wanjax.models.dit import WanDiT
 from wanjax.sampling.loop import SampleConfig, dit_apply, make_sampler
@@ -54,7 +55,8 @@ def bench(cfg: DiTConfig, shape, steps: int, mode: str) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=8, help="UniPC steps (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=8,
+                   help="UniPC steps (default: %(default)s)")
     args = p.parse_args(argv)
     print(f"jax {jax.__version__} on {jax.default_backend()}; {args.steps} UniPC steps, dual "
           f"expert, CFG; peak = XLA arguments + outputs + temporaries")

@@ -131,11 +131,14 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.vae_decode",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--no-rss", action="store_true", help="skip the measured subprocess runs")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.child is not None and args.child < 1:
+        parser.error(f"--child must be >= 1, got {args.child}")
     if args.child:
         print(json.dumps(measure_child(args.child)))
         return

@@ -34,7 +34,10 @@ def parse_size(text: str) -> int:
     m = _SIZE.match(text)
     if not m:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 5GB, 200MB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2) and m.group(2).upper()])
+    size = int(float(m.group(1)) * _UNITS[m.group(2) and m.group(2).upper()])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"a shard holds at least one byte, got {text!r}")
+    return size
 
 
 def _components(meta: dict, expert: str) -> list[str]:

@@ -62,6 +62,9 @@ class CachedContexts:
     def prompts(self) -> list[str]:
         return list(self.cache.prompts())
 
+    def has(self, prompt: str) -> bool:
+        return prompt in self.cache
+
 
 class FunctionContexts:
     """Contexts from plain functions (the toy world's fixed embedding table)."""

@@ -22,6 +22,7 @@ from train.checkpointing import StopFlag
 from train.dmd_config import DMDConfig
 from train.trainer import Networks, NonFiniteError, RunOptions, StageRunner, export_student
 from train.world import World, cached_world, toy_world
+from wanjax.argtypes import nonnegative_int, positive_int
 from wanjax.config import Precision
 from wanjax.io import checkpoint
 from wanjax.loading import load_dit_module
@@ -40,13 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="toy", help=f"configs/dmd_<preset>.py {d}")
     p.add_argument("--teacher", help="converted teacher checkpoint (default: the preset's)")
     p.add_argument("--out", default="outputs/dmd", help=f"output folder {d}")
-    p.add_argument("--iterations", type=int, help="critic iterations per stage (preset's)")
-    p.add_argument("--batch-size", type=int, help="global batch (preset's)")
+    p.add_argument("--iterations", type=positive_int, help="critic iterations per stage (preset's)")
+    p.add_argument("--batch-size", type=positive_int, help="global batch (preset's)")
     p.add_argument("--student-steps", help="raw student timesteps, e.g. 1000,750,500,250 (preset's)")
     p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
     p.add_argument("--lr-gen", type=float, help="generator learning rate (preset's)")
     p.add_argument("--lr-critic", type=float, help="critic learning rate (preset's)")
-    p.add_argument("--critic-ratio", type=int, help="critic steps per generator step (5)")
+    p.add_argument("--critic-ratio", type=positive_int, help="critic steps per generator step (5)")
+    p.add_argument("--grad-accum", type=positive_int,
+                   help="micro-batches accumulated per optimizer update (preset's; 1)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
@@ -54,11 +57,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="C,F,H,W of the latents for a14b (default 16,21,60,104 = 480p, 81 frames)")
     p.add_argument("--mesh", default="", help="device mesh, e.g. fsdp=8 or fsdp=4,sequence=2")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
-    p.add_argument("--log-every", type=int, default=10, help=f"iterations per log row {d}")
-    p.add_argument("--ckpt-every", type=int, default=200, help=f"iterations per checkpoint {d}")
-    p.add_argument("--sample-every", type=int, default=0,
+    p.add_argument("--log-every", type=positive_int, default=10, help=f"iterations per log row {d}")
+    p.add_argument("--ckpt-every", type=positive_int, default=200, help=f"iterations per checkpoint {d}")
+    p.add_argument("--sample-every", type=nonnegative_int, default=0,
                    help=f"generator updates per sample set; 0: end of each stage only {d}")
-    p.add_argument("--keep", type=int, default=3, help=f"checkpoints kept per stage {d}")
+    p.add_argument("--keep", type=positive_int, default=3, help=f"checkpoints kept per stage {d}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     distributed.add_distributed_args(p)
     return p
@@ -68,6 +71,7 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
     changes = {k: v for k, v in {
         "iterations": args.iterations, "batch_size": args.batch_size, "moe_mode": args.moe_mode,
         "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
+        "grad_accum": args.grad_accum,
         "seed": args.seed,
     }.items() if v is not None}
     if args.student_steps:
@@ -133,9 +137,10 @@ def run(args, on_iteration=None) -> Path:
         raise ValueError(f"--preset {args.preset} needs --teacher PATH")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    mesh_cfg = parse_mesh(args.mesh) if args.mesh else None  # a bad spec fails before loading
     world = _world(args, args.preset)
     nets = load_networks(teacher, cfg)
-    mesh = make_mesh(parse_mesh(args.mesh)) if args.mesh else None
+    mesh = make_mesh(mesh_cfg) if mesh_cfg is not None else None
     if mesh is not None:
         for expert in ("high", "low"):
             module = shard_params(nnx.merge(nets.graphdef_real, nets.teacher[expert]), mesh)

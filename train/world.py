@@ -51,8 +51,18 @@ def cached_world(text_cache: str, latent_shape: tuple[int, ...], text_len: int =
                  prompts_file: str | None = None) -> World:
     """A real world: prompts and their umT5 embeddings from a cache built offline."""
     contexts = CachedContexts(text_cache, text_len)
+    cached = contexts.prompts()
     if prompts_file:
+        if not Path(prompts_file).is_file():
+            raise FileNotFoundError(f"prompt file {prompts_file} not found")
         prompts = tuple(p.strip() for p in Path(prompts_file).read_text().splitlines() if p.strip())
+        missing = [p for p in prompts if not contexts.has(p)]
+        if missing:  # found now, not as a KeyError in the middle of training
+            raise ValueError(f"{len(missing)} of {len(prompts)} prompts in {prompts_file} are not "
+                             f"in the text cache {text_cache} (first: {missing[0]!r}); add them "
+                             "with wanjax.text.cache.build_text_cache")
     else:
-        prompts = tuple(contexts.prompts())
+        prompts = tuple(cached)
+    if not prompts:
+        raise ValueError(f"no prompts: the text cache {text_cache} is empty")
     return World(latent_shape, prompts, contexts, prompts[:4], save_latents)

@@ -52,12 +52,14 @@ def prompt_context(prompt: str, cfg: DiTConfig) -> np.ndarray:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m wanjax.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prompt", default="a red fox runs across a snowy field")
-    p.add_argument("--frames", type=int, default=17, help="4n+1 frames (%(default)s)")
-    p.add_argument("--size", type=int, default=64, help="square frame size, multiple of 16")
-    p.add_argument("--steps", type=int, default=40, help="UniPC steps (%(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs/demo_tiny", help="output folder (%(default)s)")
+    d = "(default: %(default)s)"
+    p.add_argument("--prompt", default="a red fox runs across a snowy field",
+                   help=f"the prompt (its hash seeds a stand-in text embedding) {d}")
+    p.add_argument("--frames", type=int, default=17, help=f"4n+1 frames {d}")
+    p.add_argument("--size", type=int, default=64, help=f"square frame size, multiple of 16 {d}")
+    p.add_argument("--steps", type=int, default=40, help=f"UniPC steps {d}")
+    p.add_argument("--seed", type=int, default=0, help=f"weights and noise seed {d}")
+    p.add_argument("--out", default="outputs/demo_tiny", help=f"output folder {d}")
     args = p.parse_args(argv)
     if (args.frames - 1) % 4 or args.frames < 1 or args.size % 16 or args.steps < 1:
         print("error: --frames must be 4n+1, --size a multiple of 16, --steps >= 1",

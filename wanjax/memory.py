@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from wanjax.argtypes import positive_int
 from wanjax.config import DiTConfig, Precision, get_preset
 from wanjax.models.dit import WanDiT
 from wanjax.parallel.mesh import AXES, MeshConfig, parse_mesh
@@ -128,6 +129,24 @@ def _device_count_for(cfg: MeshConfig) -> int:
     return int(np.prod(sizes))
 
 
+def _video_size(text: str) -> str:
+    """'W*H' with positive sizes divisible by 16 (kept as text for `report`)."""
+    try:
+        w, h = (int(v) for v in text.split("*"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected W*H, e.g. 1280*720, got {text!r}") from None
+    if w < 16 or h < 16 or w % 16 or h % 16:
+        raise argparse.ArgumentTypeError(f"{text}: width and height must be multiples of 16")
+    return text
+
+
+def _frames(text: str) -> int:
+    frames = positive_int(text)
+    if (frames - 1) % 4:
+        raise argparse.ArgumentTypeError(f"must be 4n+1 (1, 5, ..., 81), got {frames}")
+    return frames
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m wanjax.memory", description=__doc__.split("\n")[0],
@@ -135,12 +154,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--config", default="a14b", help="model preset (a14b, ti2v_5b, tiny)")
     parser.add_argument("--mesh", default="fsdp=8", help="mesh axes, e.g. fsdp=2,tensor=2,sequence=2")
-    parser.add_argument("--devices", type=int, default=None,
-                        help="device count (default: product of the mesh sizes)")
+    parser.add_argument("--devices", type=positive_int, default=None,
+                        help="device count (None: the product of the mesh sizes)")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="parameter dtype")
     parser.add_argument("--train", action="store_true", help="add optimizer state and remat checkpoints")
-    parser.add_argument("--size", default="1280*720", help="video W*H")
-    parser.add_argument("--frames", type=int, default=81, help="video frames (4n+1)")
+    parser.add_argument("--size", type=_video_size, default="1280*720", help="video W*H")
+    parser.add_argument("--frames", type=_frames, default=81, help="video frames (4n+1)")
     parser.add_argument("--packed", action="store_true",
                         help="add HiF4-packed inference rows (bytes per expert, from shapes)")
     args = parser.parse_args(argv)

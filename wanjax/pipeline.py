@@ -95,14 +95,20 @@ def student_sample_config(meta: dict) -> SampleConfig | None:
 
 
 def load_pipeline(path: str | Path, dtype=None) -> Pipeline:
-    """A pipeline from a converted Wan checkpoint, a DMD student, or a toy-world checkpoint."""
+    """A pipeline from a converted Wan checkpoint, a DMD student, or a toy-world checkpoint.
+
+    A DMD student holds only the two DiT experts; its text encoder, VAE and tokenizer come from
+    the teacher it was distilled from (recorded in its manifest)."""
     path = Path(path)
     meta = checkpoint.read_manifest(path)
+    comps = meta["components"]
+    toy = meta.get("world") == "toy" or (
+        checkpoint.dit_config_from_json(comps["dit_high"]["config"]).in_dim == 3
+        and "text_encoder" not in comps)
+    assets = None if toy else _asset_source(path, meta)  # fails before the experts load
     high, low = load_dit_module(path, "high", dtype), load_dit_module(path, "low", dtype)
     gh, ph = nnx.split(high)
     gl, pl = nnx.split(low)
-    toy = meta.get("world") == "toy" or (high.cfg.in_dim == 3 and "text_encoder" not in
-                                          meta["components"])
     default = student_sample_config(meta)
     if toy:
         from configs import toy as toy_cfg
@@ -118,25 +124,36 @@ def load_pipeline(path: str | Path, dtype=None) -> Pipeline:
                                           boundary=toy_cfg.BOUNDARY)
         return Pipeline(gh, ph, gl, pl, lambda p: toy_world.encode_prompts(p)[0],
                         lambda z: np.clip(z, -1.0, 1.0), toy_shape, "toy", default)
-    return _wan_pipeline(path, meta, (gh, ph, gl, pl), high.cfg, default, dtype)
+    return _wan_pipeline(assets, (gh, ph, gl, pl), high.cfg, default, dtype)
 
 
-def _wan_pipeline(path, meta, parts, dit_cfg, default, dtype) -> Pipeline:
+def _asset_source(path: Path, meta: dict) -> Path:
+    """The checkpoint that holds the text encoder, VAE and tokenizer for `path`'s experts."""
+    from wanjax.loading import tokenizer_path
+
+    def complete(p: Path, m: dict) -> bool:
+        return all(c in m["components"] for c in ("text_encoder", "vae")) and \
+            tokenizer_path(p) is not None
+
+    if complete(path, meta):
+        return path
+    teacher = (meta.get("student") or {}).get("teacher")
+    if teacher and Path(teacher, checkpoint.MANIFEST).is_file():
+        if complete(Path(teacher), checkpoint.read_manifest(teacher)):
+            return Path(teacher)
+    where = f" nor in its teacher {teacher}" if teacher else ""
+    raise ValueError(f"{path} has no text encoder, VAE and tokenizer{where}: sampling needs the "
+                     f"full snapshot converted (python -m convert.wan SRC DST)")
+
+
+def _wan_pipeline(assets: Path, parts, dit_cfg, default, dtype) -> Pipeline:
     from wanjax.loading import load_text_encoder, load_vae, tokenizer_path
     from wanjax.text.encode import TextEncoder, encode_prompts
     from wanjax.text.tokenizer import Tokenizer
 
-    comps = meta["components"]
-    missing = [c for c in ("text_encoder", "vae") if c not in comps]
-    if missing:
-        raise ValueError(f"{path} has no {' or '.join(missing)}: sampling needs the full "
-                         f"snapshot converted (python -m convert.wan SRC {path})")
-    tok_dir = tokenizer_path(path)
-    if tok_dir is None:
-        raise ValueError(f"{path} has no tokenizer folder")
-    tokenizer = Tokenizer(tok_dir)
-    encoder = TextEncoder(load_text_encoder(path, dtype))
-    vae = load_vae(path)
+    tokenizer = Tokenizer(tokenizer_path(assets))
+    encoder = TextEncoder(load_text_encoder(assets, dtype))
+    vae = load_vae(assets)
     stride_t, stride_s = 4, vae.cfg.spatial_factor
 
     def encode(prompts):

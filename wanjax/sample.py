@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from wanjax.argtypes import positive_int
 from wanjax.io.video import write_mp4, write_sidecar
 from wanjax.pipeline import SIZES, load_pipeline, parse_size
 from wanjax.sampling.loop import SampleConfig
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="1280*720",
                    help=f"W*H, divisible by 16, or one of {sorted(SIZES)} {d}")
     p.add_argument("--frames", type=int, default=81, help=f"4n+1 frames {d}")
-    p.add_argument("--steps", type=int, help="sampling steps (default: 40, or the student's)")
+    p.add_argument("--steps", type=positive_int,
+                   help="sampling steps (default: 40, or the student's)")
     p.add_argument("--shift", type=float, help="flow shift (default: 12, or the student's)")
     p.add_argument("--guide-high", type=float, help="guidance of the high-noise expert (4.0)")
     p.add_argument("--guide-low", type=float, help="guidance of the low-noise expert (3.0)")
@@ -50,9 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--offload", choices=("none", "swap"), default="none",
                    help=f"swap: only the active expert on the accelerator {d}")
     p.add_argument("--seed", type=int, default=0, help=f"noise seed {d}")
-    p.add_argument("--batch-size", type=int, default=1, help=f"prompts per batch {d}")
-    p.add_argument("--fps", type=int, default=16, help=f"mp4 frame rate {d}")
-    p.add_argument("--scale", type=int, default=1, help=f"nearest upscaling of frames {d}")
+    p.add_argument("--batch-size", type=positive_int, default=1, help=f"prompts per batch {d}")
+    p.add_argument("--fps", type=positive_int, default=16, help=f"mp4 frame rate {d}")
+    p.add_argument("--scale", type=positive_int, default=1, help=f"nearest upscaling of frames {d}")
     p.add_argument("--out", default="outputs/samples", help=f"output folder {d}")
     p.add_argument("--dtype", choices=("bf16", "fp32"), default=None,
                    help="parameter/compute dtype (default: as stored)")

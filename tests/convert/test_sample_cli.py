@@ -44,3 +44,38 @@ def test_unknown_solver_is_a_usage_error(capsys):
         sample.main(["--solver", "heun"])
     assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_student_takes_encoder_vae_and_tokenizer_from_its_teacher(converted, tmp_path):  # noqa: F811
+    """A DMD student holds only the two experts (train.trainer.export_student); sampling finds
+    the text encoder, VAE and tokenizer in the teacher its manifest names."""
+    import shutil
+
+    from wanjax.io import checkpoint
+
+    teacher = converted["diffusers"]
+    meta = checkpoint.read_manifest(teacher)
+    student = tmp_path / "student"
+    student.mkdir()
+    comps = {}
+    for e in ("high", "low"):
+        entry = dict(meta["components"][f"dit_{e}"])
+        shutil.copytree(teacher / entry["params"], student / entry["params"])
+        comps[f"dit_{e}"] = entry
+    few_step = {"timesteps": [1000.0, 500.0], "shift": 5.0, "solver": "x0_renoise",
+                "guide_high": 1.0, "guide_low": 1.0, "boundary": meta.get("boundary", 0.875)}
+    checkpoint.write_manifest(student, {"dtype": meta.get("dtype", "float32"),
+                                        "components": comps,
+                                        "student": {"sample_config": few_step,
+                                                    "teacher": str(teacher)}})
+    out = tmp_path / "videos"
+    args = ["--checkpoint", str(student), "--prompt", "a red fox", "--out", str(out),
+            "--size", "32*32", "--frames", "5"]
+    assert sample.main(args) == 0
+    side = json.loads(next(out.glob("*.json")).read_text())
+    assert side["sample_config"]["timesteps"] == [1000.0, 500.0]  # the student's own grid
+    # without a reachable teacher it is a one-line error, not a stack trace
+    manifest = checkpoint.read_manifest(student)
+    manifest["student"]["teacher"] = str(tmp_path / "gone")
+    checkpoint.write_manifest(student, manifest)
+    assert sample.main(args) == 1

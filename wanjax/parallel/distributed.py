@@ -15,18 +15,24 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from wanjax.argtypes import nonnegative_int, positive_int
+
 
 def add_distributed_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("multi-host")
     group.add_argument("--distributed", choices=("off", "auto", "explicit"), default="off",
                        help="off: one process; auto: let JAX discover the cluster (TPU pods, "
-                            "SLURM); explicit: use the coordinator flags/env below")
+                            "SLURM); explicit: use the coordinator flags/env below "
+                            "(default: %(default)s)")
     group.add_argument("--coordinator", default=os.environ.get("WANJAX_COORDINATOR"),
-                       help="host:port of process 0 (env WANJAX_COORDINATOR)")
-    group.add_argument("--num-processes", type=int,
-                       default=_env_int("WANJAX_NUM_PROCESSES"), help="env WANJAX_NUM_PROCESSES")
-    group.add_argument("--process-id", type=int, default=_env_int("WANJAX_PROCESS_ID"),
-                       help="env WANJAX_PROCESS_ID")
+                       help="host:port of process 0 (env WANJAX_COORDINATOR; "
+                            "default: %(default)s)")
+    group.add_argument("--num-processes", type=positive_int,
+                       default=_env_int("WANJAX_NUM_PROCESSES"),
+                       help="process count (env WANJAX_NUM_PROCESSES; default: %(default)s)")
+    group.add_argument("--process-id", type=nonnegative_int,
+                       default=_env_int("WANJAX_PROCESS_ID"),
+                       help="this process (env WANJAX_PROCESS_ID; default: %(default)s)")
 
 
 def _env_int(name: str) -> int | None:
