@@ -1,0 +1,146 @@
+"""`python -m train.dmd_report`: DMD students of 1, 2 and 4 steps against the teacher, on the toy world.
+
+Trains one student per step count with `python -m train.dmd` (phased, the toy preset's settings),
+then scores every sampler on the same prompts and seeds with the toy metrics: real data (the
+floor), the teacher at 40 UniPC steps with CFG, the teacher at 1/2/4 steps on the students' own
+grids (x0-renoise, the students' transitions, with CFG), and each student. Writes OUT/report.md,
+OUT/report.json and one PNG of samples per row; every number in them comes from this run, and
+the verdicts are computed from those numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from configs import toy
+from train import dmd
+from train.toy import metrics
+from train.toy.data import eval_prompts
+from train.toy.sample import sample_videos, teacher_config
+from train.toy.teacher import load_teacher
+from wanjax.argtypes import at_least, positive_int
+from wanjax.io import checkpoint
+from wanjax.pipeline import student_sample_config
+
+STEP_COUNTS = (1, 2, 4)
+COLUMNS = ("prompt_acc", "attr_acc", "real_rate", "on_mode", "mode_tv", "fd", "swd", "diversity",
+           "diversity_real")
+# "A wide margin" for the 1- and 2-step students, fixed before any student was scored: FD at
+# most half the teacher's at the same step count, and the prompt error rate (1 - prompt_acc) at
+# most half the teacher's (ratios, like the MMD ratios of the 2-D check in dmd_notes section 6).
+FD_RATIO = 2.0
+ERROR_RATIO = 2.0
+
+
+def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int) -> Path:
+    raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
+    argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
+            "--quiet"]
+    if iterations:
+        argv += ["--iterations", str(iterations)]
+    return dmd.run(dmd._parser().parse_args(argv))
+
+
+def verdicts(rows: dict) -> list[str]:
+    """One line per acceptance check, computed from the table's numbers."""
+    lines = []
+    for n in (1, 2):
+        t, s = rows[f"teacher {n}"], rows[f"student {n}"]
+        fd_ratio = t["fd"] / max(s["fd"], 1e-9)
+        err_ratio = (1.0 - t["prompt_acc"]) / max(1.0 - s["prompt_acc"], 1e-9)
+        ok = fd_ratio >= FD_RATIO and err_ratio >= ERROR_RATIO
+        lines.append(
+            f"- {n}-step student vs teacher at {n} step(s): FD {s['fd']:.1f} vs {t['fd']:.1f} "
+            f"({fd_ratio:.1f}x lower), SWD {s['swd']:.4f} vs {t['swd']:.4f}, prompt accuracy "
+            f"{s['prompt_acc']:.3f} vs {t['prompt_acc']:.3f} (error rate {err_ratio:.1f}x "
+            f"lower), on-mode {s['on_mode']:.3f} vs {t['on_mode']:.3f}: "
+            f"{'wide margin' if ok else 'NOT a wide margin'} (needs FD and prompt error rate "
+            f"each >= {FD_RATIO:g}x lower).")
+    s4, t4, t40 = rows["student 4"], rows["teacher 4"], rows["teacher 40"]
+    lines.append(
+        f"- 4-step student (reported as is): FD {s4['fd']:.1f} (teacher 4 steps {t4['fd']:.1f}, "
+        f"40 steps {t40['fd']:.1f}), prompt accuracy {s4['prompt_acc']:.3f} (teacher 4 steps "
+        f"{t4['prompt_acc']:.3f}, 40 steps {t40['prompt_acc']:.3f}); diversity {s4['diversity']:.3f}"
+        f" vs teacher 40 steps {t40['diversity']:.3f} and real data {s4['diversity_real']:.3f}, "
+        f"mode TV {s4['mode_tv']:.3f} vs {t40['mode_tv']:.3f}.")
+    return lines
+
+
+def _save_grid(out: Path, name: str, videos, per_prompt: int) -> None:
+    import imageio.v3 as iio
+
+    from train.toy.evaluate import video_grid
+
+    pick = list(range(0, len(videos), per_prompt))[::4]  # 16 prompts, their first sample
+    iio.imwrite(out / (re.sub(r"[^\w.-]+", "_", name).strip("_") + ".png"),
+                video_grid(videos[pick]))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.dmd_report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="outputs/dmd_report", help="output folder (%(default)s)")
+    p.add_argument("--teacher", default=toy.TEACHER_PATH, help="toy teacher (%(default)s)")
+    p.add_argument("--iterations", type=positive_int, default=2000,
+                   help="critic iterations per stage, 5 per generator update (%(default)s; "
+                   "the toy preset's 1000 leaves the 1-step student short of converged)")
+    p.add_argument("--per-prompt", type=at_least(2), default=8,
+                   help="samples per prompt, x64 prompts (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
+    args = p.parse_args(argv)
+    try:
+        teacher = load_teacher(args.teacher)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = eval_prompts(args.per_prompt)
+    rows, timings = {}, {}
+
+    def score(name: str, videos) -> None:
+        rows[name] = metrics.evaluate_samples(videos, prompts)
+        _save_grid(out, name, videos, args.per_prompt)
+        print(f"[report] {name}: FD {rows[name]['fd']:.1f}, prompt accuracy "
+              f"{rows[name]['prompt_acc']:.3f}", flush=True)
+
+    score("real data (floor)", metrics.real_videos(prompts, split="reference"))
+    score("teacher 40", sample_videos(teacher, prompts, teacher_config(40), seed=args.seed))
+    for n in STEP_COUNTS:
+        score(f"teacher {n}", sample_videos(teacher, prompts, teacher_config(n, "x0_renoise"),
+                                            seed=args.seed))
+    for n in STEP_COUNTS:
+        print(f"[report] training the {n}-step student", flush=True)
+        t0 = time.perf_counter()
+        path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed)
+        timings[f"student {n}"] = time.perf_counter() - t0
+        student = load_teacher(path)
+        cfg = student_sample_config(checkpoint.read_manifest(path))
+        score(f"student {n}", sample_videos(student, prompts, cfg, seed=args.seed))
+    text = "\n".join([
+        "# DMD on the toy world: students vs teacher", "",
+        f"{len(prompts)} samples ({args.per_prompt} for each of the 64 prompts), sampling seed "
+        f"{args.seed}, teacher `{args.teacher}`. Distances (FD on the classifier's features, SWD "
+        "on pixels) are against held-out real renders, lower is better; accuracies come from the "
+        "toy classifier; `teacher N` samples the teacher with CFG on the N-step student grid "
+        "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off.",
+        "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
+        "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
+        "", "Sample grids (one row per prompt, frames left to right): "
+        + ", ".join(f"`{re.sub(r'[^\w.-]+', '_', k).strip('_')}.png`" for k in rows), "",
+    ])
+    (out / "report.md").write_text(text)
+    (out / "report.json").write_text(json.dumps(
+        {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
+         "teacher": args.teacher, "iterations": args.iterations}, indent=2))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
