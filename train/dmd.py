@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -159,11 +161,14 @@ def run(args, on_iteration=None) -> Path:
             if opts.resume and done.is_file() and all(
                     e in student for e in (("high", "low") if stage == "joint" else (stage,))):
                 continue
+            start = time.perf_counter()
             student.update(runner.run(stage, student))
             if distributed.is_main_process():
                 export_student(out, cfg, nets, student, meta)
             done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text("done\n")
+            # the wall time of the run that finished the stage (a resumed stage: its last part)
+            done.write_text(json.dumps({"stage": stage, "iterations": cfg.iterations,
+                                        "seconds": round(time.perf_counter() - start, 1)}) + "\n")
     return out / "student"
 
 

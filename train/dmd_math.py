@@ -89,6 +89,14 @@ def dmd_surrogate_loss(x_gen: Array, grad: Array) -> Array:
 
 
 def critic_loss(v_pred: Array, x_t: Array, x_tau: Array, sigma, tau) -> Array:
-    """Mean squared error to `velocity_target` (flow matching on the generator's samples)."""
-    target = jax.lax.stop_gradient(velocity_target(x_t, x_tau, sigma, tau))
-    return jnp.mean((v_pred.astype(F32) - target) ** 2)
+    """Flow matching on the generator's samples, in endpoint space: the critic's Tweedie mean of
+    x_tau regressed onto x_tau, weighted 1 / sigma^2.
+
+    At tau = 0 this is exactly the velocity loss mean((v - (eps - x0))^2). For tau > 0 (phased
+    stage 1) a velocity loss against `velocity_target` would weight the endpoint error by
+    (sigma alpha / ((1 - sigma) beta^2))^2, about 100x at sigma = 0.9 and more towards both ends of
+    the stage's range; here the weight stays within [1, 1 / sigma_min^2] (dmd_notes section 4:
+    regress the bridge Tweedie mean onto x_b)."""
+    pred = tweedie_endpoint(x_t, sigma, tau, v_pred)
+    err = (pred - jax.lax.stop_gradient(x_tau.astype(F32))) / _b(sigma, pred)
+    return jnp.mean(err**2)

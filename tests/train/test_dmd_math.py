@@ -48,6 +48,26 @@ def test_critic_loss_is_flow_matching_at_x0_endpoint():
     np.testing.assert_allclose(dmd_math.noise_to(f(x0), 0.0, f(sigma), f(eps)), x_t, atol=1e-6)
 
 
+def test_phased_critic_loss_regresses_the_bridge_tweedie_mean():
+    """tau > 0: the loss is the endpoint error of the critic's Tweedie mean over sigma^2 (float64
+    reference written from the bridge q(x_sigma | x_tau) = N(alpha x_tau, beta^2) and the score
+    of a velocity), and it vanishes at the velocity whose Tweedie mean is x_tau."""
+    tau = 0.8333
+    x_tau, eps, v = RNG.standard_normal((3, 3, 6))
+    sigma = np.array([0.85, 0.93, 0.995])
+    alpha = (1 - sigma) / (1 - tau)
+    beta2 = sigma**2 - (alpha * tau) ** 2
+    x_t = alpha[:, None] * x_tau + np.sqrt(beta2)[:, None] * eps
+    score = -(x_t + (1 - sigma[:, None]) * v) / sigma[:, None]
+    mean = (x_t + beta2[:, None] * score) / alpha[:, None]
+    expected = np.mean(((mean - x_tau) / sigma[:, None]) ** 2)
+    f = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    got = dmd_math.critic_loss(f(v), f(x_t), f(x_tau), f(sigma), tau)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    best = dmd_math.velocity_target(f(x_t), f(x_tau), f(sigma), tau)
+    assert float(dmd_math.critic_loss(best, f(x_t), f(x_tau), f(sigma), tau)) < 1e-8
+
+
 @pytest.mark.parametrize("tau", [0.0, 0.8333])
 def test_bridge_tweedie_recovers_endpoint(tau):
     """The critic target's Tweedie endpoint is the endpoint itself; tau = 0 gives x - sigma v."""
