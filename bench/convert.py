@@ -1,13 +1,13 @@
 """Conversion throughput and peak memory on a synthetic multi-GB Wan DiT checkpoint.
 
-    python -m bench.convert [--size-gb 2] [--shard-mb 500] [--dtype bf16] [--json]
+    python -m bench.convert [--size-gb 2] [--shard-mb 500] [--dtype bf16] [--json [PATH]]
 
 Generates an official-layout checkpoint on the fly (config.json + float32 safetensors shards +
 index, TI2V-style at the root; wide layers so there are few, large tensors), converts it with
 `python -m convert.wan` in a child process, and reports source MB/s and the child's peak resident
 memory (`getrusage(RUSAGE_CHILDREN)`) against the largest shard. The claim checked: peak RSS stays
 below 2x the largest shard. A second child restores the result with `load_params` (load MB/s).
-Nothing is kept unless `--keep DIR` is given. Source files are fresh, so reads mostly hit the
+Nothing is kept unless `--keep` is given (`--workdir DIR` chooses where). Source files are fresh, so reads mostly hit the
 page cache: MB/s measures the converter, not the disk.
 """
 
@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="output dtype")
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate (temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                        help="bare: print one JSON object instead of the table; with PATH: "
+                             "print the table and write the results (+ environment) to PATH")
     args = parser.parse_args(argv)
     if args.size_gb <= 0 or args.shard_mb <= 0:
         parser.error("--size-gb and --shard-mb must be positive")
@@ -187,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
+    if args.json == "-":
         print(json.dumps(result))
-    else:
-        print_table(result)
+        return 0
+    print_table(result)
+    if args.json:
+        from bench.results import write_json
+
+        write_json(args.json, "bench.convert", [result], args, claim_max_peak_over_shard=2.0)
     return 0
 
 

@@ -1,6 +1,6 @@
 """DiT forward time on the CPU: our jitted JAX model vs diffusers (PyTorch eager), same weights.
 
-    python -m bench.dit_forward [--repeats 5] [--threads N]
+    python -m bench.dit_forward [--repeats 5] [--threads N] [--config tiny] [--json out.json]
 
 Prints one row per config: median seconds per forward for each and the ratio torch / jax
 (> 1 means JAX is faster). Both run fp32 on the same random weights and inputs; the output
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bench.results import add_json_arg, names_filter, write_json
 from bench.timing import median_time
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -78,7 +79,14 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed forwards per model")
     parser.add_argument("--threads", type=nonnegative_int, default=0,
                         help="torch intra-op threads (0: torch default)")
+    parser.add_argument("--config", action="append", default=None,
+                        help="only configs whose name contains this (repeatable; default: all)")
+    add_json_arg(parser)
     args = parser.parse_args(argv)
+    try:
+        names = names_filter(CONFIGS, args.config)
+    except ValueError as e:
+        parser.error(str(e))
     import torch
 
     if args.threads:
@@ -87,10 +95,17 @@ def main(argv=None) -> None:
           f"({torch.get_num_threads()} threads); fp32, median of {args.repeats}")
     print("| config | jax s/fwd | torch s/fwd | torch/jax | jax compile s | max rel diff |")
     print("|---|---|---|---|---|---|")
-    for name, (cfg, shape) in CONFIGS.items():
+    rows = []
+    for name in names:
+        cfg, shape = CONFIGS[name]
         r = bench_config(cfg, shape, args.repeats)
+        rows.append(dict(config=name, **r, torch_over_jax=r["torch_s"] / r["jax_s"]))
         print(f"| {name} | {r['jax_s']:.4f} | {r['torch_s']:.4f} | "
-              f"{r['torch_s'] / r['jax_s']:.2f}x | {r['compile_s']:.1f} | {r['rel_err']:.1e} |")
+              f"{r['torch_s'] / r['jax_s']:.2f}x | {r['compile_s']:.1f} | {r['rel_err']:.1e} |",
+              flush=True)
+    if args.json:
+        write_json(args.json, "bench.dit_forward", rows, args, torch=torch.__version__,
+                   torch_threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

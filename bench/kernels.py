@@ -17,13 +17,13 @@ runs, the table says so, and M = 75600 is left out unless `--m` names it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 
+from bench.results import add_json_arg, write_json
 from kernels_pallas import BlockSizes, dequantize, hif4_matmul, to_tiled
 from wanjax.argtypes import positive_int
 from wanjax.quant import fake_quant, pack
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=_ints, default=(5120, 13824), help="output sizes")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs (median)")
     parser.add_argument("--variants", action="store_true", help="time both kernel variants")
-    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    add_json_arg(parser)
     args = parser.parse_args(argv)
 
     platform = jax.default_backend()
@@ -156,9 +156,8 @@ def main(argv=None) -> int:
                     print(f"| {m} | {k} | {n} | {r['path']} | {r['ms']:.3f} | {tflops} "
                           f"| {r['vs_bf16']:.2f}x | {diff} |", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"platform": platform, "device": device.device_kind, "rows": rows}, f,
-                      indent=1)
+        write_json(args.json, "bench.kernels", rows, args, platform=platform,
+                   device=device.device_kind, kernels_timed=platform in ("tpu", "gpu"))
     return 0
 
 

@@ -1,6 +1,7 @@
 """HiF4 fake-quantization throughput on the CPU: our jitted JAX vs a straightforward torch version.
 
-    python -m bench.quantize [--repeats 3] [--threads N]
+    python -m bench.quantize [--repeats 3] [--threads N] [--weight 5120x13824]
+                             [--activation 4096x5120] [--json out.json]
 
 The torch baseline is a torch implementation written from the spec (`shared/docs/hif4_format.md`)
 in the same vectorised style as the reference library's pure-PyTorch path; it is NOT the
@@ -8,7 +9,8 @@ reference library (global-computing-consortium/HiFloat4 is not installed). Both 
 the same data, and the outputs are compared bit for bit, so the timing compares equal work.
 
 Rows: the A14B FFN weight as a Flax kernel `[in=5120, out=13824]` quantized along `in` (axis 0,
-as `QuantLinear` does), and a 4096-token activation `[4096, 5120]` along its last axis.
+as `QuantLinear` does), and a 4096-token activation `[4096, 5120]` along its last axis (`--weight` / `--activation` change
+the shapes, e.g. for a quick run).
 """
 
 from __future__ import annotations
@@ -20,14 +22,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench.results import add_json_arg, write_json
 from bench.timing import median_time
 from wanjax.argtypes import nonnegative_int, positive_int
 from wanjax.quant import fake_quant
 
-CASES = {
-    "weight 5120x13824, axis 0": ((5120, 13824), 0),
-    "activation 4096x5120, axis -1": ((4096, 5120), -1),
-}
+WEIGHT, ACTIVATION = (5120, 13824), (4096, 5120)
+
+
+def _shape(text: str) -> tuple[int, int]:
+    """'5120x13824' -> (5120, 13824)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLS, e.g. 512x1024, got {text!r}")
+    return positive_int(parts[0]), positive_int(parts[1])
+
+
+def cases(weight=WEIGHT, activation=ACTIVATION) -> dict[str, tuple[tuple[int, int], int]]:
+    """Row name -> (shape, axis): a Flax kernel along `in` (axis 0), an activation along -1."""
+    return {
+        f"weight {weight[0]}x{weight[1]}, axis 0": (tuple(weight), 0),
+        f"activation {activation[0]}x{activation[1]}, axis -1": (tuple(activation), -1),
+    }
 
 
 def torch_hif4_from_spec(x, dim: int):
@@ -95,6 +111,11 @@ def main(argv=None) -> None:
                         help="timed runs per implementation")
     parser.add_argument("--threads", type=nonnegative_int, default=0,
                         help="torch threads (0: default)")
+    parser.add_argument("--weight", type=_shape, default=WEIGHT, metavar="KxN",
+                        help="weight shape, quantized along axis 0")
+    parser.add_argument("--activation", type=_shape, default=ACTIVATION, metavar="MxK",
+                        help="activation shape, quantized along the last axis")
+    add_json_arg(parser)
     args = parser.parse_args(argv)
     import torch
 
@@ -107,13 +128,20 @@ def main(argv=None) -> None:
     print("baseline: torch implementation from the spec, not the reference library")
     print("| case | jax s | jax Mvalues/s | torch-from-spec s | speedup | compile s | bit-exact |")
     print("|---|---|---|---|---|---|---|")
-    for name, (shape, axis) in CASES.items():
+    rows = []
+    for name, (shape, axis) in cases(args.weight, args.activation).items():
         r = bench_case(shape, axis, args.repeats)
+        rows.append(dict(case=name, shape=shape, axis=axis, **r,
+                         jax_mvalues_per_s=r["values"] / r["jax_s"] / 1e6,
+                         speedup=r["torch_s"] / r["jax_s"]))
         print(
             f"| {name} | {r['jax_s']:.3f} | {r['values'] / r['jax_s'] / 1e6:.0f} | "
             f"{r['torch_s']:.3f} | {r['torch_s'] / r['jax_s']:.1f}x | {r['compile_s']:.1f} | "
-            f"{'yes' if r['bit_exact'] else 'NO'} |"
+            f"{'yes' if r['bit_exact'] else 'NO'} |", flush=True
         )
+    if args.json:
+        write_json(args.json, "bench.quantize", rows, args, torch=torch.__version__,
+                   baseline="torch implementation from the spec, not the reference library")
 
 
 if __name__ == "__main__":

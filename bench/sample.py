@@ -1,7 +1,7 @@
 """Sampling cost on this machine: compile time, per-step time and peak memory, CFG batched vs
 two-pass, for the tiny and a mid-size dual-expert config.
 
-    python -m bench.sample [--steps 8]
+    python -m bench.sample [--steps 8] [--config tiny] [--json out.json]
 
 Peak memory is XLA's own accounting of the compiled sampler (arguments + outputs + temporaries),
 which is what decides whether a configuration fits on an accelerator.
@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bench.results import add_json_arg, names_filter, write_json
 from configs import tiny
 from wanjax.argtypes import positive_int
 from wanjax.config import DiTConfig
@@ -57,16 +58,28 @@ def main(argv=None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=positive_int, default=8,
                    help="UniPC steps (default: %(default)s)")
+    p.add_argument("--config", action="append", default=None,
+                   help="only configs whose name contains this (repeatable; default: all)")
+    add_json_arg(p)
     args = p.parse_args(argv)
+    try:
+        names = names_filter(CONFIGS, args.config)
+    except ValueError as e:
+        p.error(str(e))
     print(f"jax {jax.__version__} on {jax.default_backend()}; {args.steps} UniPC steps, dual "
           f"expert, CFG; peak = XLA arguments + outputs + temporaries")
     print("| config | CFG | compile s | s/step | peak MB |")
     print("|---|---|---|---|---|")
-    for name, (cfg, shape) in CONFIGS.items():
+    rows = []
+    for name in names:
+        cfg, shape = CONFIGS[name]
         for mode in ("batched", "two_pass"):
             r = bench(cfg, shape, args.steps, mode)
+            rows.append(dict(config=name, cfg_mode=mode, steps=args.steps, **r))
             print(f"| {name} | {mode} | {r['compile_s']:.1f} | {r['step_s']:.3f} | "
-                  f"{r['peak_mb']:.1f} |")
+                  f"{r['peak_mb']:.1f} |", flush=True)
+    if args.json:
+        write_json(args.json, "bench.sample", rows, args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.vae_decode            # compile-time analysis + measured RSS (CPU ok)
     .venv/bin/python -m bench.vae_decode --no-rss   # compile-time analysis only
+    [--config mid] (analysed configs whose name contains this)  [--json out.json]
 
 Part 1 asks XLA (`jit(...).lower(...).compile().memory_analysis()`) for the buffers of the decode
 program at two clip lengths: `temp` (activations, caches, scratch) should not change, only `output`.
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from bench.results import add_json_arg, names_filter, write_json
 
 MIB = 2**20
 
@@ -55,9 +58,11 @@ def _compiled_decode(model, latent_shape):
     return fn.lower(state, z).compile(), state
 
 
-def analyse() -> list[dict]:
+def analyse(names=None) -> list[dict]:
     rows = []
     for name, kwargs, h, w in ANALYSED:
+        if names is not None and name not in names:
+            continue
         cfg, model = _abstract(kwargs)
         for tl in LENGTHS:
             compiled, _ = _compiled_decode(model, (1, cfg.z_dim, tl, h, w))
@@ -65,6 +70,7 @@ def analyse() -> list[dict]:
             rows.append(dict(
                 config=name, latent=f"{cfg.z_dim}x{tl}x{h}x{w}",
                 video=f"3x{1 + 4 * (tl - 1)}x{h * cfg.spatial_factor}x{w * cfg.spatial_factor}",
+                latent_frames=tl,
                 output_mib=mem.output_size_in_bytes / MIB, temp_mib=mem.temp_size_in_bytes / MIB,
                 params_and_latents_mib=mem.argument_size_in_bytes / MIB,
             ))
@@ -135,10 +141,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.vae_decode",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--no-rss", action="store_true", help="skip the measured subprocess runs")
+    parser.add_argument("--config", action="append", default=None,
+                        help="only analysed configs whose name contains this (repeatable)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    add_json_arg(parser)
     args = parser.parse_args(argv)
     if args.child is not None and args.child < 1:
         parser.error(f"--child must be >= 1, got {args.child}")
+    try:
+        names = names_filter([a[0] for a in ANALYSED], args.config)
+    except ValueError as e:
+        parser.error(str(e))
     if args.child:
         print(json.dumps(measure_child(args.child)))
         return
@@ -147,14 +160,20 @@ def main(argv=None) -> None:
     print(f"WanVAE.decode_stream memory, backend {jax.default_backend()}, float32, batch 1\n")
     print("XLA buffer analysis (compile only):")
     columns = ["config", "latent", "video", "output_mib", "temp_mib", "params_and_latents_mib"]
-    print(_table(analyse(), columns))
+    analysed = analyse(names)
+    print(_table(analysed, columns), flush=True)
+    measured = []
     if not args.no_rss:
         print("\nMeasured process RSS rise during the decode (fresh subprocess per length):")
         columns = [
             "config", "latent", "video", "output_mib", "rss_rise_mib", "rise_minus_output_mib",
             "seconds",
         ]
-        print(_table(measure(), columns))
+        measured = measure()
+        print(_table(measured, columns))
+    if args.json:
+        rows = [{"part": "xla", **r} for r in analysed] + [{"part": "rss", **r} for r in measured]
+        write_json(args.json, "bench.vae_decode", rows, args)
 
 
 if __name__ == "__main__":

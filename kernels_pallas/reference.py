@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from kernels_pallas.dequant import dot_precision, plane_values
@@ -33,3 +34,11 @@ def reference_matmul(
     dense = dequantize_padded(w, x.dtype)
     y = jnp.dot(x, dense, preferred_element_type=jnp.float32, precision=dot_precision(x.dtype))
     return y.astype(out_dtype)
+
+
+def summation_error_bound(x, w) -> np.ndarray:
+    """Elementwise bound on `|fl32(x @ w) - (x @ w)|` for float32 accumulation of K products,
+    `(K + 2) * 2^-24 * (|x| @ |w|)`: any summation order of K float32 additions of exact or
+    once-rounded products stays within it. What the kernels' correctness checks compare to."""
+    x64, w64 = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64))
+    return (w64.shape[0] + 2) * 2.0**-24 * (x64 @ w64)

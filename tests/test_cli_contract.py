@@ -40,6 +40,8 @@ CLIS = (
     "bench.vae_decode",
     "bench.run_all",
     "bench.convert",
+    "bench.kernels_interpret",
+    "bench.memory",
 )
 
 # module -> attributes ("module:attr.attr") that start real work; a bad argument must be
@@ -62,7 +64,7 @@ WORK = {
     "bench.quantize": ["bench.quantize:bench_case"],
     "bench.vae_decode": ["bench.vae_decode:analyse", "bench.vae_decode:measure",
                          "bench.vae_decode:measure_child"],
-    "bench.run_all": ["bench.run_all:subprocess.call"],
+    "bench.run_all": ["bench.run_all:run_bench", "bench.run_all:probe_environment"],
     "bench.convert": ["bench.convert:run"],
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels_pallas.reference import summation_error_bound
 from wanjax.quant import PackedWeight, pack
 
 
@@ -56,7 +57,7 @@ def matmul_reference(x: np.ndarray, packed: PackedWeight) -> tuple[np.ndarray, n
     products stays within it)."""
     w = decode_canonical(packed)
     x64 = np.asarray(x, np.float64)
-    bound = (w.shape[0] + 2) * 2.0**-24 * (np.abs(x64) @ np.abs(w))
+    bound = summation_error_bound(x64, w)
     return x64 @ w, bound
 
 
