@@ -106,12 +106,17 @@ def compare(quant: Run, forced: list[np.ndarray], fp: Run, toy: bool,
     if fq.ndim == 5 and fq.shape[2] > 1:
         out["temporal_ssim"] = float(metrics.temporal_ssim(fq, rng).mean())
     if teacher_final is not None:
-        ft, _ = frames(teacher_final, toy)
-        out["psnr_vs_teacher"] = float(np.mean(np.minimum(metrics.psnr(fq, ft, rng), 100.0)))
-        out["ssim_vs_teacher"] = float(metrics.ssim(fq, ft, rng).mean())
-        out["final_rel_vs_teacher"] = float(metrics.relative_error(quant.final,
-                                                                   teacher_final).mean())
+        out.update(_vs_teacher(fq, rng, quant.final, teacher_final, toy))
     return out
+
+
+def _vs_teacher(f: np.ndarray, rng, final: np.ndarray, teacher_final: np.ndarray,
+                toy: bool) -> dict:
+    """PSNR / SSIM of frames `f` and relative error of latent `final` against the teacher's."""
+    ft, _ = frames(teacher_final, toy)
+    return {"psnr_vs_teacher": float(np.mean(np.minimum(metrics.psnr(f, ft, rng), 100.0))),
+            "ssim_vs_teacher": float(metrics.ssim(f, ft, rng).mean()),
+            "final_rel_vs_teacher": float(metrics.relative_error(final, teacher_final).mean())}
 
 
 def self_row(run: Run, toy: bool, teacher_final: np.ndarray | None = None) -> dict:
@@ -121,9 +126,5 @@ def self_row(run: Run, toy: bool, teacher_final: np.ndarray | None = None) -> di
     if f.ndim == 5 and f.shape[2] > 1:
         out["temporal_ssim"] = float(metrics.temporal_ssim(f, rng).mean())
     if teacher_final is not None:
-        ft, _ = frames(teacher_final, toy)
-        out["psnr_vs_teacher"] = float(np.mean(np.minimum(metrics.psnr(f, ft, rng), 100.0)))
-        out["ssim_vs_teacher"] = float(metrics.ssim(f, ft, rng).mean())
-        out["final_rel_vs_teacher"] = float(metrics.relative_error(run.final,
-                                                                   teacher_final).mean())
+        out.update(_vs_teacher(f, rng, run.final, teacher_final, toy))
     return out
