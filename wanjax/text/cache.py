@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
+from tqdm import tqdm
 
 from wanjax.models.umt5 import UMT5Encoder
 from wanjax.text.encode import TextEncoder, encode_prompts
@@ -267,11 +268,13 @@ def build_text_cache(
     shard_size: int = 256,
     dtype: str = "bfloat16",
     encoder_name: str = "",
+    progress: bool = False,
 ) -> TextEmbeddingCache:
     """Encodes every prompt not yet cached at `path` (resuming an interrupted build) and stores it.
 
     `negative_prompt` (default: the official Wan2.2 one) is stored too unless None.
     `encoder_name` (e.g. the checkpoint path) is recorded and must match when appending later.
+    `progress` shows a progress bar over the prompts to encode.
     """
     if not tokenizer.clean:
         raise ValueError("the cache keys prompts by their cleaned text; use a cleaning tokenizer")
@@ -289,9 +292,11 @@ def build_text_cache(
         if key not in seen and prompt not in writer:
             seen.add(key)
             todo.append(prompt)
-    with writer:
+    with writer, tqdm(total=len(todo), desc="encoding prompts", unit="prompt",
+                      disable=not progress) as bar:
         for prompt, embedding in _embed_in_batches(encoder, tokenizer, todo, batch_size):
             writer.add(prompt, embedding)
+            bar.update(1)
     if negative_prompt is not None:
         write_negative(path, encoder, tokenizer, negative_prompt, batch_size=batch_size)
     return TextEmbeddingCache(path)
