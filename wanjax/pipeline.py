@@ -94,22 +94,53 @@ def student_sample_config(meta: dict) -> SampleConfig | None:
     return SampleConfig(**sc)
 
 
-def load_pipeline(path: str | Path, dtype=None) -> Pipeline:
-    """A pipeline from a converted Wan checkpoint, a DMD student, or a toy-world checkpoint.
+CALIBRATED = "calibration.json"  # written by `python -m train.calibrate`
 
-    A DMD student holds only the two DiT experts; its text encoder, VAE and tokenizer come from
-    the teacher it was distilled from (recorded in its manifest)."""
-    path = Path(path)
-    meta = checkpoint.read_manifest(path)
+
+def _is_toy(meta: dict) -> bool:
     comps = meta["components"]
-    toy = meta.get("world") == "toy" or (
+    return meta.get("world") == "toy" or (
         checkpoint.dit_config_from_json(comps["dit_high"]["config"]).in_dim == 3
         and "text_encoder" not in comps)
-    assets = None if toy else _asset_source(path, meta)  # fails before the experts load
-    high, low = load_dit_module(path, "high", dtype), load_dit_module(path, "low", dtype)
+
+
+def _calibrated_source(path: Path) -> Path:
+    """The DMD student a calibrated student was made from (it names the teacher's assets)."""
+    from train.calibration.manifest import read_manifest
+
+    source = read_manifest(path).source.get("student")
+    if not source or not Path(source, checkpoint.MANIFEST).is_file():
+        raise ValueError(f"{path} was calibrated from the student {source!r}, which is not "
+                         "readable from here: sampling needs it for the text encoder, VAE and "
+                         "tokenizer of its teacher")
+    return Path(source)
+
+
+def load_pipeline(path: str | Path, dtype=None) -> Pipeline:
+    """A pipeline from a converted Wan checkpoint, a DMD student, a calibrated (HiF4) student
+    from `train.calibrate`, or a toy-world checkpoint.
+
+    A DMD student holds only the two DiT experts; its text encoder, VAE and tokenizer come from
+    the teacher it was distilled from (recorded in its manifest). A calibrated student runs its
+    packed HiF4 layers on the HiF4 matmul kernels (`kernels_pallas`, backend by platform) and
+    other formats as fake quantization; `dtype` does not apply to it."""
+    path = Path(path)
+    calibrated = (path / CALIBRATED).is_file()
+    source = _calibrated_source(path) if calibrated else path
+    meta = checkpoint.read_manifest(source)
+    toy = _is_toy(meta)
+    assets = None if toy else _asset_source(source, meta)  # fails before the experts load
+    if calibrated:
+        from train.calibration.manifest import load_quantized_student, read_manifest
+
+        mode = "kernel" if read_manifest(path).storage == "packed" else "fake"
+        model, default, _ = load_quantized_student(path, mode)
+        high, low = model.high, model.low
+    else:
+        high, low = load_dit_module(path, "high", dtype), load_dit_module(path, "low", dtype)
+        default = student_sample_config(meta)
     gh, ph = nnx.split(high)
     gl, pl = nnx.split(low)
-    default = student_sample_config(meta)
     if toy:
         from configs import toy as toy_cfg
         from train.toy import world as toy_world

@@ -2,7 +2,8 @@
 
 Defaults are the official A14B settings (UniPC, 40 steps, shift 12, guidance 4.0 high / 3.0
 low, the official negative prompt, 1280*720, 81 frames, 16 fps). A DMD student checkpoint brings
-its own few-step settings (timesteps, 'x0_renoise', no CFG), which flags can still override.
+its own few-step settings (timesteps, 'x0_renoise', no CFG), which flags can still override; a
+calibrated student (`python -m train.calibrate`) runs its packed HiF4 layers on the HiF4 kernels.
 Without --checkpoint it samples the built-in toy-world teacher (seconds on a CPU).
 """
 
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = "(default: %(default)s)"
     p.add_argument("--checkpoint", default=TOY_TEACHER,
-                   help=f"converted checkpoint, DMD student or toy checkpoint {d}")
+                   help="converted checkpoint, DMD student, calibrated HiF4 student (train.calibrate) "
+                        f"or toy checkpoint {d}")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     src.add_argument("--prompts-file", help="one prompt per line")
