@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo demo-random test test-all lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@py=$$(scripts/find_python.sh) || exit 1; \
@@ -15,9 +15,14 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-## The main job on the built-in default (see README: the toy-world pipeline replaces it once its
-## teacher checkpoint is committed).
+## The main job on the built-in default: the whole pipeline on the toy world (teacher -> DMD ->
+## HiF4 calibration -> kernel-path sampling -> outputs/demo/report.md).
 demo: $(VENV)/.installed
+	$(PY) -m train.demo
+
+## Prompt to mp4 through umT5 + the dual-expert loop + the VAE on a tiny random model (a smoke
+## test of the inference machinery, not a trained model).
+demo-random: $(VENV)/.installed
 	$(PY) -m wanjax.demo
 
 ## The default test suite (under 20 minutes on 2 CPU cores).
