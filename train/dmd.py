@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"generator updates per sample set; 0: end of each stage only {d}")
     p.add_argument("--keep", type=positive_int, default=3, help=f"checkpoints kept per stage {d}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log the metrics rows to OUT/tensorboard (tags STAGE/METRIC)")
     distributed.add_distributed_args(p)
     return p
 
@@ -149,7 +151,8 @@ def run(args, on_iteration=None) -> Path:
             nets.teacher[expert] = nnx.split(module)[1]
     opts = RunOptions(out=out, log_every=args.log_every, ckpt_every=args.ckpt_every,
                       sample_every=args.sample_every, keep=args.keep, resume=not args.no_resume,
-                      quiet=args.quiet, on_iteration=on_iteration)
+                      quiet=args.quiet, tensorboard=args.tensorboard,
+                      on_iteration=on_iteration)
     stop = StopFlag().install()
     runner = StageRunner(cfg, world, nets, opts, stop)
     student = _load_student(out) if opts.resume else {}

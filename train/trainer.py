@@ -42,6 +42,7 @@ class RunOptions:
     keep: int = 3
     resume: bool = True
     quiet: bool = False
+    tensorboard: bool = False  # also write every log row to OUT/tensorboard (tag stage/metric)
     on_iteration: Callable[[int], None] | None = None  # test hook, called after each iteration
 
 
@@ -95,6 +96,24 @@ class StageRunner:
                  stop: StopFlag):
         self.cfg, self.world, self.nets, self.opts, self.stop = cfg, world, nets, opts, stop
         self.log_path = opts.out / "metrics.jsonl"
+        self._tb = None  # tensorboardX.SummaryWriter, opened at the first log row
+
+    def _tensorboard(self, name: str, it: int, row: dict) -> None:
+        if not self.opts.tensorboard or jax.process_index() != 0:
+            return
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.opts.out / "tensorboard"))
+        for k, v in row.items():
+            if k not in ("stage", "iteration"):
+                self._tb.add_scalar(f"{name}/{k}", v, global_step=it)
+        self._tb.flush()
+
+    def _close_tensorboard(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def run(self, name: str, student: dict) -> dict:
         """Trains stage `name`; returns the student's expert params (EMA) after it."""
@@ -136,11 +155,13 @@ class StageRunner:
                 last_saved = it + 1
             if self.stop:
                 ckpts.close()
+                self._close_tensorboard()
                 raise KeyboardInterrupt(f"stopped by signal {self.stop.signal} after iteration "
                                         f"{it + 1}; checkpoint saved, rerun to resume")
         if last_saved != cfg.iterations and int(state.step) == cfg.iterations:
             ckpts.save(cfg.iterations, state, force=True)
         ckpts.close()
+        self._close_tensorboard()  # one events file per stage, complete when the stage ends
         experts = _stage_experts(name, state.ema)
         self.write_samples(name, state, {**student, **experts}, int(state.gen_updates), final=True)
         return experts
@@ -159,6 +180,7 @@ class StageRunner:
         row["samples_per_s"] = its_per_s * self.cfg.batch_size
         with self.log_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        self._tensorboard(name, it, row)
         return row
 
     def write_samples(self, name: str, state: TrainState, student: dict, gen_updates: int,

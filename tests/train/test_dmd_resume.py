@@ -46,9 +46,16 @@ def _run(teacher, out, extra=(), hook=None):
     return dmd.run(args, on_iteration=hook)
 
 
-def test_sigterm_then_resume_equals_straight_run(teacher, tmp_path):
-    _run(teacher, tmp_path / "straight")
-    straight = _student(tmp_path / "straight")
+@pytest.fixture(scope="module")
+def straight_run(teacher, tmp_path_factory):
+    """One uninterrupted run (with the TensorBoard log on, checked below)."""
+    out = tmp_path_factory.mktemp("straight")
+    _run(teacher, out, extra=["--tensorboard"])
+    return out
+
+
+def test_sigterm_then_resume_equals_straight_run(teacher, straight_run, tmp_path):
+    straight = _student(straight_run)
 
     def preempt(it):
         if it == 2:
@@ -76,3 +83,34 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         dmd.main(["--moe-mode", "sideways"])
     assert e.value.code == 2
+
+
+def _tfrecords(path):
+    """The records of a TFRecord file (length, crc, data, crc), read from the format itself."""
+    import struct
+
+    data, pos, out = path.read_bytes(), 0, []
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        out.append(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+    return out
+
+
+def test_tensorboard_events_hold_the_jsonl_rows(straight_run):
+    import json
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for events in (straight_run / "tensorboard").glob("events.out.tfevents.*"):
+        for record in _tfrecords(events):
+            event = event_pb2.Event.FromString(record)
+            for v in event.summary.value:
+                scalars[(v.tag, event.step)] = v.simple_value
+    rows = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and len(scalars) == sum(len(r) - 2 for r in rows)
+    for r in rows:
+        for k, v in r.items():
+            if k not in ("stage", "iteration"):
+                assert scalars[(f"{r['stage']}/{k}", r["iteration"])] == pytest.approx(v, rel=1e-6)
