@@ -20,7 +20,6 @@ def results():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
 def test_sharded_calibration_matches_single_device(results):
     r = results["fsdp=2,sequence=2"]  # params over fsdp, tokens over sequence (Ulysses)
     assert r["sharded"]  # the params really were split over devices
