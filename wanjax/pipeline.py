@@ -104,11 +104,8 @@ def _is_toy(meta: dict) -> bool:
         and "text_encoder" not in comps)
 
 
-def _calibrated_source(path: Path) -> Path:
+def _calibrated_source(path: Path, source: str | None) -> Path:
     """The DMD student a calibrated student was made from (it names the teacher's assets)."""
-    from train.calibration.manifest import read_manifest
-
-    source = read_manifest(path).source.get("student")
     if not source or not Path(source, checkpoint.MANIFEST).is_file():
         raise ValueError(f"{path} was calibrated from the student {source!r}, which is not "
                          "readable from here: sampling needs it for the text encoder, VAE and "
@@ -125,16 +122,20 @@ def load_pipeline(path: str | Path, dtype=None) -> Pipeline:
     packed HiF4 layers on the HiF4 matmul kernels (`kernels_pallas`, backend by platform) and
     other formats as fake quantization; `dtype` does not apply to it."""
     path = Path(path)
-    calibrated = (path / CALIBRATED).is_file()
-    source = _calibrated_source(path) if calibrated else path
+    calib = None
+    if (path / CALIBRATED).is_file():
+        from train.calibration.manifest import read_manifest
+
+        calib = read_manifest(path)
+    source = path if calib is None else _calibrated_source(path, calib.source.get("student"))
     meta = checkpoint.read_manifest(source)
     toy = _is_toy(meta)
     assets = None if toy else _asset_source(source, meta)  # fails before the experts load
-    if calibrated:
-        from train.calibration.manifest import load_quantized_student, read_manifest
+    if calib is not None:
+        from train.calibration.manifest import load_quantized_student
 
-        mode = "kernel" if read_manifest(path).storage == "packed" else "fake"
-        model, default, _ = load_quantized_student(path, mode)
+        model, default, _ = load_quantized_student(
+            path, "kernel" if calib.storage == "packed" else "fake")
         high, low = model.high, model.low
     else:
         high, low = load_dit_module(path, "high", dtype), load_dit_module(path, "low", dtype)
