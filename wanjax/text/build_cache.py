@@ -69,11 +69,7 @@ def run(args) -> tuple[int, int]:
     before = 0
     if (out / "index.json").is_file():  # refuse other settings before loading the encoder
         existing = TextEmbeddingCache(out)
-        stored = {k: existing.meta[k] for k in ("dtype", "encoder")}
-        wanted = {"dtype": DTYPES[args.dtype], "encoder": str(args.checkpoint)}
-        if stored != wanted:
-            raise ValueError(f"cache at {out} was built with other settings (stored {stored}, "
-                             f"requested {wanted}); choose another --out")
+        existing.check_settings(dtype=DTYPES[args.dtype], encoder=str(args.checkpoint))
         before = len(existing)
     encoder = wanjax.load_text_encoder(args.checkpoint, dtype=DTYPES.get(args.encoder_dtype))
     negative = None if args.no_negative else (args.negative_prompt or SAMPLE_NEG_PROMPT)

@@ -89,6 +89,14 @@ class TextEmbeddingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def check_settings(self, **settings) -> None:
+        """Raises ValueError unless the cache was built with these settings (e.g. dtype=...)."""
+        differ = {k: (self.meta[k], v) for k, v in settings.items() if self.meta[k] != v}
+        if differ:
+            raise ValueError(
+                f"cache at {self.path} was built with other settings (stored, requested): {differ}"
+            )
+
     def __contains__(self, prompt: str) -> bool:
         return prompt_key(prompt) in self._entries
 
@@ -163,11 +171,7 @@ class TextCacheWriter:
         meta = {"d_model": d_model, "dtype": dtype, "max_length": max_length, "encoder": encoder}
         if (self.path / INDEX).is_file():
             existing = TextEmbeddingCache(self.path)
-            differ = {k: (existing.meta[k], v) for k, v in meta.items() if existing.meta[k] != v}
-            if differ:
-                raise ValueError(
-                    f"cache at {self.path} was built with other settings (stored, requested): {differ}"
-                )
+            existing.check_settings(**meta)
             self.meta = existing.meta
             self._keys = set(existing._entries)
         else:
