@@ -24,7 +24,7 @@ from train.checkpointing import StopFlag
 from train.dmd_config import DMDConfig
 from train.trainer import Networks, NonFiniteError, RunOptions, StageRunner, export_student
 from train.world import World, cached_world, toy_world
-from wanjax.argtypes import nonnegative_int, positive_int
+from wanjax.argtypes import nonnegative_float, nonnegative_int, positive_int
 from wanjax.config import Precision
 from wanjax.io import checkpoint
 from wanjax.loading import load_dit_module
@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-ratio", type=positive_int, help="critic steps per generator step (5)")
     p.add_argument("--grad-accum", type=positive_int,
                    help="micro-batches accumulated per optimizer update (preset's; 1)")
+    p.add_argument("--regression-weight", type=nonnegative_float,
+                   help="weight of the regression loss on teacher ODE pairs; 0 turns it off "
+                   "(preset's; 0)")
+    p.add_argument("--regression-pairs", type=positive_int,
+                   help="teacher ODE pairs made once per run for it (preset's; 1024)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
@@ -75,8 +80,8 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
     changes = {k: v for k, v in {
         "iterations": args.iterations, "batch_size": args.batch_size, "moe_mode": args.moe_mode,
         "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
-        "grad_accum": args.grad_accum,
-        "seed": args.seed,
+        "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
+        "regression_pairs": args.regression_pairs, "seed": args.seed,
     }.items() if v is not None}
     if args.student_steps:
         try:
@@ -129,6 +134,27 @@ def _load_student(out: Path) -> dict:
             for e in ("high", "low") if comps.get(f"dit_{e}", {}).get("trained")}
 
 
+SETTINGS_FILE = "dmd_config.json"
+
+
+def _check_settings(out: Path, cfg: DMDConfig, teacher: str, resume: bool) -> None:
+    """Resuming continues a run only with the settings that started it: a changed setting would
+    silently mix two trainings (finished stages are skipped, checkpoints restored as they are)."""
+    path = out / SETTINGS_FILE
+    now = json.loads(json.dumps({"teacher": str(teacher), **dataclasses.asdict(cfg)}))
+    if resume and path.is_file():
+        before = json.loads(path.read_text())
+        changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+                   for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        if changed:
+            raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}); "
+                             "pass --no-resume to start it over, or use another --out")
+    if distributed.is_main_process():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(now, indent=1) + "\n")
+        tmp.replace(path)
+
+
 def run(args, on_iteration=None) -> Path:
     try:
         preset = importlib.import_module(f"configs.dmd_{args.preset}")
@@ -142,6 +168,7 @@ def run(args, on_iteration=None) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mesh_cfg = parse_mesh(args.mesh) if args.mesh else None  # a bad spec fails before loading
+    _check_settings(out, cfg, teacher, not args.no_resume)
     world = _world(args, args.preset)
     nets = load_networks(teacher, cfg)
     mesh = make_mesh(mesh_cfg) if mesh_cfg is not None else None
@@ -151,7 +178,7 @@ def run(args, on_iteration=None) -> Path:
             nets.teacher[expert] = nnx.split(module)[1]
     opts = RunOptions(out=out, log_every=args.log_every, ckpt_every=args.ckpt_every,
                       sample_every=args.sample_every, keep=args.keep, resume=not args.no_resume,
-                      quiet=args.quiet, tensorboard=args.tensorboard,
+                      quiet=args.quiet, tensorboard=args.tensorboard, teacher=str(teacher),
                       on_iteration=on_iteration)
     stop = StopFlag().install()
     runner = StageRunner(cfg, world, nets, opts, stop)

@@ -40,6 +40,12 @@ class DMDConfig:
     grad_accum: int = 1
     ema_decay: float = 0.99
     ema_start: int = 200
+    # optional regression on teacher ODE pairs (DMD eq. 9; 0: off, as DMD2 and the Wan recipes):
+    # generator loss = DMD + weight * mean((student endpoint from the ODE point - ODE endpoint)^2)
+    regression_weight: float = 0.0
+    regression_pairs: int = 1024  # pairs made once per run with the teacher (cached in OUT)
+    regression_ode_steps: int = 40  # Euler steps of the teacher's CFG flow ODE
+    regression_ode_shift: float = 3.0
     # run
     batch_size: int = 1
     iterations: int = 3000
@@ -52,6 +58,9 @@ class DMDConfig:
             raise ValueError(f"moe_mode must be 'phased' or 'joint', got {self.moe_mode!r}")
         if self.critic_ratio < 1 or self.iterations < 1 or self.batch_size < 1:
             raise ValueError("critic_ratio, iterations and batch_size must be >= 1")
+        if self.regression_weight < 0 or self.regression_pairs < 1 or self.regression_ode_steps < 1:
+            raise ValueError("need regression_weight >= 0, regression_pairs >= 1 and "
+                             "regression_ode_steps >= 1")
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if not 0.0 <= self.t_min < self.t_max <= 1.0:

@@ -35,6 +35,13 @@ class StageSetup:
     boundary: float
     guidance_high: float
     guidance_low: float
+    regression_weight: float = 0.0
+
+    @property
+    def endpoint_index(self) -> int:
+        """Index into the student grid of the stage's endpoint noise level (tau)."""
+        n = len(self.sigmas) - 1
+        return self.n_high if self.stage.tau > 0.0 else n
 
 
 def route(apply: Apply, params, x, t, ctx, boundary: float, side=None):
@@ -74,12 +81,23 @@ def generate(apply: Apply, gen, frozen_gen, setup: StageSetup, noise, ctx, key):
     model = _step_model(apply, jax.lax.stop_gradient(gen), frozen_gen, setup, ctx)
     state = init_state(noise, jnp.asarray(setup.sigmas), jnp.asarray(setup.targets), roll_key)
     state = run_steps(model, state, 0, k)
-    x_k = jax.lax.stop_gradient(state.x)
+    return step_endpoint(apply, gen, frozen_gen, setup, jax.lax.stop_gradient(state.x), ctx, k), k
+
+
+def step_endpoint(apply: Apply, gen, frozen_gen, setup: StageSetup, x_k, ctx, k):
+    """The student's step k from input x_k (at sigma_k) to the step's endpoint latent."""
     sigma_k = jnp.asarray(setup.sigmas)[k]
     t = jnp.full((x_k.shape[0],), sigma_k * 1000.0, jnp.float32)
     v = _step_model(apply, gen, frozen_gen, setup, ctx)(x_k, t, k)
-    tau = jnp.asarray(setup.targets)[k]
-    return dmd_math.generator_endpoint(x_k, sigma_k, tau, v), k
+    return dmd_math.generator_endpoint(x_k, sigma_k, jnp.asarray(setup.targets)[k], v)
+
+
+def regression_loss(apply: Apply, gen, frozen_gen, setup: StageSetup, ode_x, ctx, k):
+    """Teacher-ODE regression at step k: the student fed the ODE's state at sigma_k must reach
+    the ODE's state at the stage's endpoint. `ode_x [B, K+1, ...]`: ODE states at the grid."""
+    x_k = jax.lax.dynamic_index_in_dim(ode_x, k, axis=1, keepdims=False)
+    pred = step_endpoint(apply, gen, frozen_gen, setup, x_k, ctx, k)
+    return jnp.mean((pred - ode_x[:, setup.endpoint_index]) ** 2)
 
 
 def sample_noise_level(setup: StageSetup, key, batch: int):
@@ -114,8 +132,9 @@ def _guidance(setup: StageSetup, sigma):
 
 
 def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real: Apply,
-                   setup: StageSetup, noise, ctx, neg, key):
-    """DMD loss; returns (loss, metrics). Gradient flows into `gen` only."""
+                   setup: StageSetup, noise, ctx, neg, key, pairs=None):
+    """DMD loss (+ the regression term on teacher ODE pairs `(ode_x, ode_ctx)` when given and
+    its weight is > 0); returns (loss, metrics). Gradient flows into `gen` only."""
     gen_key, t_key, eps_key = jax.random.split(key, 3)
     x_gen, k = generate(apply_train, gen, frozen_gen, setup, noise, ctx, gen_key)
     tau = setup.stage.tau
@@ -133,7 +152,13 @@ def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real
     x_fake = dmd_math.tweedie_endpoint(x_t, sigma, tau, v_fake)
     grad = jax.lax.stop_gradient(dmd_math.dmd_gradient(jax.lax.stop_gradient(x_gen), x_fake, x_real))
     loss = dmd_math.dmd_surrogate_loss(x_gen, grad)
-    return loss, {"gen_loss": loss, "dmd_grad_norm": jnp.sqrt(jnp.mean(grad**2)), "exit_step": k}
+    metrics = {"dmd_loss": loss, "dmd_grad_norm": jnp.sqrt(jnp.mean(grad**2)), "exit_step": k}
+    if pairs is not None and setup.regression_weight > 0.0:
+        # the same step k as the DMD term (joint mode steps only the expert owning it)
+        reg = regression_loss(apply_train, gen, frozen_gen, setup, *pairs, k)
+        loss = loss + setup.regression_weight * reg
+        metrics["regression_loss"] = reg
+    return loss, metrics | {"gen_loss": loss}
 
 
 def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, noise, ctx, key):

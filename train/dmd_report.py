@@ -22,7 +22,7 @@ from train.toy import metrics
 from train.toy.data import eval_prompts
 from train.toy.sample import sample_videos, teacher_config
 from train.toy.teacher import load_teacher
-from wanjax.argtypes import at_least, positive_int
+from wanjax.argtypes import at_least, nonnegative_float, positive_int
 from wanjax.io import checkpoint
 from wanjax.pipeline import student_sample_config
 
@@ -36,12 +36,15 @@ FD_RATIO = 2.0
 ERROR_RATIO = 2.0
 
 
-def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int) -> Path:
+def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
+                  regression_weight: float = 0.0) -> Path:
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
     if iterations:
         argv += ["--iterations", str(iterations)]
+    if regression_weight:
+        argv += ["--regression-weight", str(regression_weight)]
     return dmd.run(dmd._parser().parse_args(argv))
 
 
@@ -94,6 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=positive_int, default=2000,
                    help="critic iterations per stage, 5 per generator update (%(default)s; "
                    "the toy preset's 1000 leaves the 1-step student short of converged)")
+    p.add_argument("--regression-weight", type=nonnegative_float, default=0.0,
+                   help="weight of the teacher-ODE regression term for every student "
+                   "(%(default)s: plain DMD2)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
@@ -121,7 +127,8 @@ def main(argv=None) -> int:
                                             seed=args.seed))
     for n in STEP_COUNTS:
         print(f"[report] training the {n}-step student", flush=True)
-        path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed)
+        path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
+                             args.regression_weight)
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -132,7 +139,9 @@ def main(argv=None) -> int:
         f"{args.seed}, teacher `{args.teacher}`. Distances (FD on the classifier's features, SWD "
         "on pixels) are against held-out real renders, lower is better; accuracies come from the "
         "toy classifier; `teacher N` samples the teacher with CFG on the N-step student grid "
-        "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off.",
+        "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off. "
+        f"Students: {args.iterations} critic iterations per stage, teacher-ODE regression weight "
+        f"{args.regression_weight:g}" + (" (plain DMD2)." if not args.regression_weight else "."),
         "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
         "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
         "", "Sample grids (one row per prompt, frames left to right): "
@@ -141,7 +150,8 @@ def main(argv=None) -> int:
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps(
         {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
-         "teacher": args.teacher, "iterations": args.iterations}, indent=2))
+         "teacher": args.teacher, "iterations": args.iterations,
+         "regression_weight": args.regression_weight}, indent=2))
     print(text)
     return 0
 

@@ -75,10 +75,11 @@ def _init_opt(opt, params):
 
 
 def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, latent_shape):
-    """Returns jitted `gen_step(state, frozen, batch)` and `critic_step(state, frozen, batch)`.
+    """Returns jitted `gen_step(state, frozen, batch, pairs=None)` and `critic_step(state,
+    frozen, batch)`.
 
     `frozen = (real_params, frozen_gen_params_or_None)`; `batch = (ctx, neg)`, each
-    `[B, L, text_dim]`. Noise and noise levels come from `state.key` folded with the step, so a
+    `[B, L, text_dim]`; `pairs = (ode_x [B, K+1, ...], ode_ctx)` for the regression term. Noise and noise levels come from `state.key` folded with the step, so a
     run is a pure function of its seed and data: resuming reproduces it exactly.
     """
 
@@ -92,7 +93,7 @@ def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, laten
     gen_opt = make_optimizer(cfg, cfg.lr_gen)
     critic_opt = make_optimizer(cfg, cfg.lr_critic)
 
-    def gen_step(state: TrainState, frozen, batch):
+    def gen_step(state: TrainState, frozen, batch, pairs=None):
         real, frozen_gen = frozen
         ctx, neg = batch
         noise_key, key = keys(state, 0)
@@ -100,7 +101,7 @@ def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, laten
 
         def loss_fn(gen):
             return generator_loss(gen, state.critic, real, frozen_gen, apply_train, apply_real,
-                                  setup, noise, ctx, neg, key)
+                                  setup, noise, ctx, neg, key, pairs)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.gen)
         if _is_expert_dict(state.gen):

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from train import ode_pairs
 from train.checkpointing import Checkpoints, StopFlag
 from train.data import prompt_batches
 from train.dmd_config import DMDConfig
@@ -43,6 +44,7 @@ class RunOptions:
     resume: bool = True
     quiet: bool = False
     tensorboard: bool = False  # also write every log row to OUT/tensorboard (tag stage/metric)
+    teacher: str = ""  # the teacher's path, recorded with the cached ODE pairs
     on_iteration: Callable[[int], None] | None = None  # test hook, called after each iteration
 
 
@@ -68,7 +70,7 @@ def compiled_steps(cfg: DMDConfig, stage: str, graphdef_train, graphdef_real, la
 def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
     return StageSetup(make_stage(cfg, name), cfg.sigmas, cfg.sample_config().renoise_targets(),
                       cfg.num_high_steps, cfg.shift, cfg.boundary, cfg.guidance_high,
-                      cfg.guidance_low)
+                      cfg.guidance_low, cfg.regression_weight)
 
 
 def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
@@ -129,6 +131,7 @@ class StageRunner:
         data = prompt_batches(self.world.prompts, cfg.batch_size, cfg.seed, cfg.iterations)
         frozen = (real, frozen_gen)
         neg = jnp.asarray(self.world.contexts.negative(cfg.batch_size))
+        pairs = self.ode_pairs() if cfg.regression_weight > 0 else None
         start = int(state.step)
         bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                    desc=f"dmd {name}", disable=opts.quiet, unit="it")
@@ -139,7 +142,8 @@ class StageRunner:
             ctx = jnp.asarray(self.world.contexts.encode(list(data[it])))
             batch = (ctx, _pad_like(neg, ctx))
             if it % cfg.critic_ratio == 0:
-                state, m = gen_step(state, frozen, batch)
+                reg = None if pairs is None else self._pair_batch(pairs, it // cfg.critic_ratio)
+                state, m = gen_step(state, frozen, batch, reg)
                 metrics.update(m)
                 if opts.sample_every and int(state.gen_updates) % opts.sample_every == 0:
                     self.write_samples(name, state, student, int(state.gen_updates))
@@ -165,6 +169,29 @@ class StageRunner:
         experts = _stage_experts(name, state.ema)
         self.write_samples(name, state, {**student, **experts}, int(state.gen_updates), final=True)
         return experts
+
+    def ode_pairs(self) -> dict:
+        """The teacher ODE pairs of the regression term: made once per run, cached in OUT."""
+        cfg, nets, world = self.cfg, self.nets, self.world
+        settings = ode_pairs.PairSettings(
+            cfg.regression_pairs, cfg.regression_ode_steps, cfg.regression_ode_shift, cfg.seed,
+            tuple(float(s) for s in cfg.sigmas), cfg.guidance_high, cfg.guidance_low,
+            cfg.boundary, self.opts.teacher)
+
+        def make():
+            self._say(f"making {cfg.regression_pairs} teacher ODE pairs "
+                      f"({cfg.regression_ode_steps} Euler steps with CFG)")
+            return ode_pairs.make_pairs(
+                dit_apply(nets.graphdef_real), nets.teacher, world.prompts, world.contexts.encode,
+                world.contexts.negative, tuple(world.latent_shape), settings,
+                batch=min(64, cfg.regression_pairs), progress=not self.opts.quiet)
+
+        return ode_pairs.load_or_make(self.opts.out / ode_pairs.PAIRS_FILE, settings, make)
+
+    def _pair_batch(self, pairs: dict, gen_update: int):
+        idx = ode_pairs.pair_batch(pairs, gen_update, self.cfg.batch_size, self.cfg.seed)
+        prompts = [self.world.prompts[i] for i in pairs["prompt"][idx]]
+        return jnp.asarray(pairs["x"][idx]), jnp.asarray(self.world.contexts.encode(prompts))
 
     def _log(self, name: str, it: int, metrics: dict, its_per_s: float) -> dict:
         row = {"stage": name, "iteration": it}

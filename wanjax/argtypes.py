@@ -48,3 +48,14 @@ def positive_int_list(text: str) -> tuple[int, ...]:
     if not parts:
         raise argparse.ArgumentTypeError("expected a comma-separated list of integers")
     return tuple(positive_int(p) for p in parts)
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (a loss weight)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value

@@ -74,6 +74,34 @@ def test_sigterm_then_resume_equals_straight_run(teacher, straight_run, tmp_path
                flat_params(load_dit_module(teacher, "high")).items())
 
 
+REGRESSION = ["--regression-weight", "2", "--regression-pairs", "6"]
+
+
+def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
+    """With the teacher-ODE regression term on: the pairs are cached in OUT, every generator row
+    logs the term, and a SIGTERM + resume reuses the cached pairs and equals the straight run."""
+    import json
+
+    _run(teacher, tmp_path / "straight", extra=REGRESSION)
+    rows = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["regression_loss"] > 0 for r in rows)
+    assert (tmp_path / "straight" / "ode_pairs.npz").is_file()
+
+    def preempt(it):
+        if it == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(teacher, tmp_path / "resumed", extra=REGRESSION, hook=preempt)
+    _run(teacher, tmp_path / "resumed", extra=REGRESSION)
+    straight, resumed = _student(tmp_path / "straight"), _student(tmp_path / "resumed")
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=k)
+    # a resume with other settings is refused, naming what changed
+    with pytest.raises(ValueError, match=r"other settings \(regression_weight: 2.0 -> 3.0\)"):
+        _run(teacher, tmp_path / "resumed", extra=["--regression-weight", "3", "--regression-pairs", "6"])
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert dmd.main(["--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()
@@ -82,6 +110,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "must be numbers" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         dmd.main(["--moe-mode", "sideways"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        dmd.main(["--regression-weight", "-1"])
     assert e.value.code == 2
 
 
