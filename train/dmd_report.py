@@ -22,7 +22,7 @@ from train.toy import metrics
 from train.toy.data import eval_prompts
 from train.toy.sample import sample_videos, teacher_config
 from train.toy.teacher import load_teacher
-from wanjax.argtypes import at_least, nonnegative_float, positive_int
+from wanjax.argtypes import at_least, nonnegative_float, positive_int, positive_int_list
 from wanjax.io import checkpoint
 from wanjax.pipeline import student_sample_config
 
@@ -98,12 +98,18 @@ def main(argv=None) -> int:
                    help="critic iterations per stage, 5 per generator update (%(default)s; "
                    "the toy preset's 1000 leaves the 1-step student short of converged)")
     p.add_argument("--regression-weight", type=nonnegative_float, default=0.0,
-                   help="weight of the teacher-ODE regression term for every student "
-                   "(%(default)s: plain DMD2)")
+                   help="weight of the teacher-ODE regression term (%(default)s: plain DMD2)")
+    p.add_argument("--regression-students", type=positive_int_list, default=STEP_COUNTS,
+                   help="step counts of the students that get the regression term (default: "
+                   "all, 1,2,4)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
     args = p.parse_args(argv)
+    if not set(args.regression_students) <= set(STEP_COUNTS):
+        p.error(f"--regression-students must be among {STEP_COUNTS}")
+    reg = {n: args.regression_weight if n in args.regression_students else 0.0
+           for n in STEP_COUNTS}
     try:
         teacher = load_teacher(args.teacher)
     except (FileNotFoundError, ValueError) as e:
@@ -128,7 +134,7 @@ def main(argv=None) -> int:
     for n in STEP_COUNTS:
         print(f"[report] training the {n}-step student", flush=True)
         path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
-                             args.regression_weight)
+                             reg[n])
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -140,8 +146,9 @@ def main(argv=None) -> int:
         "on pixels) are against held-out real renders, lower is better; accuracies come from the "
         "toy classifier; `teacher N` samples the teacher with CFG on the N-step student grid "
         "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off. "
-        f"Students: {args.iterations} critic iterations per stage, teacher-ODE regression weight "
-        f"{args.regression_weight:g}" + (" (plain DMD2)." if not args.regression_weight else "."),
+        f"Students: {args.iterations} critic iterations per stage; teacher-ODE regression "
+        "weight " + ", ".join(f"{reg[n]:g} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
+        + " (0: plain DMD2).",
         "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
         "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
         "", "Sample grids (one row per prompt, frames left to right): "
@@ -151,7 +158,7 @@ def main(argv=None) -> int:
     (out / "report.json").write_text(json.dumps(
         {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
          "teacher": args.teacher, "iterations": args.iterations,
-         "regression_weight": args.regression_weight}, indent=2))
+         "regression_weight": reg}, indent=2))
     print(text)
     return 0
 

@@ -117,6 +117,8 @@ def load_or_make(path: Path, settings: PairSettings, make) -> dict:
             if str(f["settings"]) == tag:
                 return {"x": f["x"], "prompt": f["prompt"]}
     pairs = make()
+    if jax.process_index() != 0:  # every process makes the same pairs; one writes them
+        return pairs
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, x=pairs["x"], prompt=pairs["prompt"], settings=np.asarray(tag))
     tmp.replace(path)

@@ -204,11 +204,19 @@ class StageRunner:
                 )
             row[k] = value
         row["iterations_per_s"] = its_per_s
+        row["step_time_s"] = 1.0 / its_per_s if its_per_s > 0 else 0.0
         row["samples_per_s"] = its_per_s * self.cfg.batch_size
+        row["tokens_per_s"] = row["samples_per_s"] * self._tokens_per_sample()
         with self.log_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         self._tensorboard(name, it, row)
         return row
+
+    def _tokens_per_sample(self) -> int:
+        """DiT tokens of one latent: (F / pt) (H / ph) (W / pw)."""
+        _, f, h, w = self.world.latent_shape
+        pt, ph, pw = self.nets.configs["high"].patch_size
+        return (f // pt) * (h // ph) * (w // pw)
 
     def write_samples(self, name: str, state: TrainState, student: dict, gen_updates: int,
                       final: bool = False) -> None:

@@ -85,6 +85,9 @@ def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
     _run(teacher, tmp_path / "straight", extra=REGRESSION)
     rows = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["regression_loss"] > 0 for r in rows)
+    # throughput: 3 x 20 x 20 toy frames in (1, 4, 4) patches are 75 tokens per sample
+    assert all(r["tokens_per_s"] == pytest.approx(75 * r["samples_per_s"]) for r in rows)
+    assert all(r["step_time_s"] == pytest.approx(1 / r["iterations_per_s"]) for r in rows)
     assert (tmp_path / "straight" / "ode_pairs.npz").is_file()
 
     def preempt(it):
