@@ -99,9 +99,9 @@ def main(argv=None) -> int:
                    "the toy preset's 1000 leaves the 1-step student short of converged)")
     p.add_argument("--regression-weight", type=nonnegative_float, default=0.0,
                    help="weight of the teacher-ODE regression term (%(default)s: plain DMD2)")
-    p.add_argument("--regression-students", type=positive_int_list, default=STEP_COUNTS,
-                   help="step counts of the students that get the regression term (default: "
-                   "all, 1,2,4)")
+    p.add_argument("--regression-students", type=positive_int_list, default="1,2,4",
+                   help="step counts of the students that get the regression term "
+                   "(%(default)s)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
