@@ -20,4 +20,8 @@ DMD = DMDConfig(
     iterations=2000,
     remat=True,
     compute_dtype="bf16",
+    # only used with --regression-weight > 0: the teacher's own sampling shift (Wan2.2 A14B: 12),
+    # and few pairs, since each is 42 MB of cached latents at 480p (docs/a14b_workflow.md)
+    regression_pairs=64,
+    regression_ode_shift=12.0,
 )

@@ -21,4 +21,5 @@ DMD = DMDConfig(
     iterations=1000,
     remat=False,
     compute_dtype="fp32",
+    regression_ode_shift=toy.SAMPLE_SHIFT,  # with --regression-weight: the teacher's own shift
 )

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight of the regression loss on teacher ODE pairs; 0 turns it off "
                    "(preset's; 0)")
     p.add_argument("--regression-pairs", type=positive_int,
-                   help="teacher ODE pairs made once per run for it (preset's; 1024)")
+                   help="teacher ODE pairs made once per run for it (preset's: toy 1024, a14b 64)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
