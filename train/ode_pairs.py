@@ -76,7 +76,11 @@ def teacher_ode(apply, teacher: dict, x_T: Float[Array, "b ..."], ctx, neg, grid
     return np.stack(out, axis=1)
 
 
+@functools.lru_cache(maxsize=8)
 def _euler_step(apply):
+    """One jitted Euler step per `apply`: `make_pairs` integrates chunk after chunk with the same
+    function, which must not be traced and compiled again for each chunk."""
+
     @functools.partial(jax.jit, static_argnames="scale")
     def step(params, x, sigma, sigma_next, ctx, neg, scale):
         v = guided_velocity(apply, params, x, sigma * 1000.0, ctx, neg, scale, "batched")
