@@ -13,7 +13,16 @@ from typing import Protocol
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+
+def pad_negative(neg, ctx):
+    """Pads the negative context to the prompt context's length (CFG batches them together)."""
+    pad = ctx.shape[1] - neg.shape[1]
+    if pad < 0:
+        raise ValueError(f"negative context ({neg.shape[1]} rows) longer than prompts'")
+    return jnp.pad(neg, ((0, 0), (0, pad), (0, 0)))
 
 
 class ContextSource(Protocol):

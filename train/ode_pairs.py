@@ -21,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float
 from tqdm import tqdm
 
+from train.data import pad_negative
 from wanjax.sampling.loop import guided_velocity
 from wanjax.sampling.schedules import shift_sigma
 
@@ -104,8 +105,7 @@ def make_pairs(apply, teacher: dict, prompts, encode, negative, latent_shape, s:
                       unit="batch"):
         sel = idx[start:start + batch]
         ctx = jnp.asarray(encode([prompts[i] for i in sel]))
-        neg = jnp.asarray(negative(len(sel)))
-        neg = jnp.pad(neg, ((0, 0), (0, ctx.shape[1] - neg.shape[1]), (0, 0)))
+        neg = pad_negative(jnp.asarray(negative(len(sel))), ctx)
         noise = jax.random.normal(jax.random.fold_in(key, start), (len(sel), *latent_shape))
         chunks.append(teacher_ode(apply, teacher, noise, ctx, neg, grid, keep, s.boundary,
                                   (s.guidance_high, s.guidance_low)))

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from train import ode_pairs
 from train.checkpointing import Checkpoints, StopFlag
-from train.data import prompt_batches
+from train.data import pad_negative, prompt_batches
 from train.dmd_config import DMDConfig
 from train.dmd_losses import StageSetup
 from train.dmd_step import TrainState, init_state, make_steps
@@ -140,7 +140,7 @@ class StageRunner:
         t0, n0 = time.perf_counter(), start
         for it in bar:
             ctx = jnp.asarray(self.world.contexts.encode(list(data[it])))
-            batch = (ctx, _pad_like(neg, ctx))
+            batch = (ctx, pad_negative(neg, ctx))
             if it % cfg.critic_ratio == 0:
                 reg = None if pairs is None else self._pair_batch(pairs, it // cfg.critic_ratio)
                 state, m = gen_step(state, frozen, batch, reg)
@@ -246,14 +246,6 @@ def _stage_experts(name: str, params) -> dict:
     if name == "joint":
         return dict(params)
     return {name: params}
-
-
-def _pad_like(neg, ctx):
-    """Pads the negative context to the prompt context's length (CFG batches them together)."""
-    pad = ctx.shape[1] - neg.shape[1]
-    if pad < 0:
-        raise ValueError(f"negative context ({neg.shape[1]} rows) longer than prompts'")
-    return jnp.pad(neg, ((0, 0), (0, pad), (0, 0)))
 
 
 def export_student(out: Path, cfg: DMDConfig, nets: Networks, student: dict, meta: dict) -> Path:
