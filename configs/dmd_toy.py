@@ -22,4 +22,5 @@ DMD = DMDConfig(
     remat=False,
     compute_dtype="fp32",
     regression_ode_shift=toy.SAMPLE_SHIFT,  # with --regression-weight: the teacher's own shift
+    gan_lr=1e-3,  # with --gan-weight: the fresh head must learn within the run's few updates
 )

@@ -56,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight of the regression loss on teacher ODE pairs; 0 turns it off "
                    "(preset's; 0)")
     p.add_argument("--regression-pairs", type=positive_int,
-                   help="teacher ODE pairs made once per run for it (preset's: toy 1024, a14b 64)")
+                   help="teacher ODE pairs made once per run for the regression and GAN terms "
+                   "(preset's: toy 1024, a14b 64)")
+    p.add_argument("--gan-weight", type=nonnegative_float,
+                   help="weight of DMD2's GAN term (a head on the critic tells the student's "
+                   "samples from the teacher's ODE samples); 0 turns it off (preset's; 0)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
@@ -81,7 +85,8 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
         "iterations": args.iterations, "batch_size": args.batch_size, "moe_mode": args.moe_mode,
         "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
         "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
-        "regression_pairs": args.regression_pairs, "seed": args.seed,
+        "regression_pairs": args.regression_pairs, "gan_weight": args.gan_weight,
+        "seed": args.seed,
     }.items() if v is not None}
     if args.student_steps:
         try:

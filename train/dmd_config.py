@@ -46,6 +46,13 @@ class DMDConfig:
     regression_pairs: int = 1024  # pairs made once per run with the teacher (cached in OUT)
     regression_ode_steps: int = 40  # Euler steps of the teacher's CFG flow ODE
     regression_ode_shift: float = 3.0
+    # optional GAN term (DMD2 section 4.3; 0: off): a head on the critic's last-block tokens
+    # tells noised generated samples from noised teacher ODE endpoints (the regression pairs);
+    # generator loss += gan_weight * -log D(fake), critic loss += gan_critic_weight * BCE
+    gan_weight: float = 0.0
+    gan_critic_weight: float = 0.01
+    gan_lr: float = 1e-4  # the head's own AdamW
+    gan_hidden: int = 256
     # run
     batch_size: int = 1
     iterations: int = 3000
@@ -61,11 +68,20 @@ class DMDConfig:
         if self.regression_weight < 0 or self.regression_pairs < 1 or self.regression_ode_steps < 1:
             raise ValueError("need regression_weight >= 0, regression_pairs >= 1 and "
                              "regression_ode_steps >= 1")
+        if self.gan_weight < 0 or self.gan_critic_weight < 0 or self.gan_lr <= 0 \
+                or self.gan_hidden < 1:
+            raise ValueError("need gan_weight >= 0, gan_critic_weight >= 0, gan_lr > 0 and "
+                             "gan_hidden >= 1")
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if not 0.0 <= self.t_min < self.t_max <= 1.0:
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
         few_step_schedule(self.raw_timesteps, self.shift)  # validates the list
+
+    @property
+    def uses_ode_pairs(self) -> bool:
+        """Whether the run needs teacher ODE pairs (regression targets or GAN real samples)."""
+        return self.regression_weight > 0 or self.gan_weight > 0
 
     @property
     def sigmas(self) -> np.ndarray:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from train import dmd_math
+from train import dmd_math, gan
 from train.rollout import exit_step, init_state, run_steps
 from train.stages import Stage, shift_raw, unshift
 
@@ -36,6 +36,12 @@ class StageSetup:
     guidance_high: float
     guidance_low: float
     regression_weight: float = 0.0
+    gan_weight: float = 0.0  # generator side of the GAN term (0: off)
+    gan_critic_weight: float = 0.0  # critic side
+
+    @property
+    def gan(self) -> bool:
+        return self.gan_weight > 0.0
 
     @property
     def endpoint_index(self) -> int:
@@ -53,8 +59,12 @@ def route(apply: Apply, params, x, t, ctx, boundary: float, side=None):
     if side is not None:
         return jax.lax.cond(side, lambda: apply(params["high"], x, t, ctx),
                             lambda: apply(params["low"], x, t, ctx))
-    high = (t >= boundary * 1000.0).reshape((-1,) + (1,) * (x.ndim - 1))
-    return jnp.where(high, apply(params["high"], x, t, ctx), apply(params["low"], x, t, ctx))
+    high = t >= boundary * 1000.0
+
+    def pick(a, b):  # outputs may be a tuple (velocity, tokens) of different ranks
+        return jnp.where(high.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, apply(params["high"], x, t, ctx), apply(params["low"], x, t, ctx))
 
 
 def _step_model(apply: Apply, gen, frozen_gen, setup: StageSetup, ctx):
@@ -132,24 +142,33 @@ def _guidance(setup: StageSetup, sigma):
 
 
 def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real: Apply,
-                   setup: StageSetup, noise, ctx, neg, key, pairs=None):
+                   setup: StageSetup, noise, ctx, neg, key, pairs=None, disc=None,
+                   apply_feats: Apply | None = None):
     """DMD loss (+ the regression term on teacher ODE pairs `(ode_x, ode_ctx)` when given and
-    its weight is > 0); returns (loss, metrics). Gradient flows into `gen` only."""
+    its weight is > 0, + the GAN term when `disc` is given); returns (loss, metrics). Gradient
+    flows into `gen` only."""
     gen_key, t_key, eps_key = jax.random.split(key, 3)
     x_gen, k = generate(apply_train, gen, frozen_gen, setup, noise, ctx, gen_key)
     tau = setup.stage.tau
     b = x_gen.shape[0]
     sigma, side = sample_noise_level(setup, t_key, b)
     eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
-    x_t = dmd_math.noise_to(jax.lax.stop_gradient(x_gen), tau, sigma, eps)
+    use_gan = disc is not None and setup.gan
+    # with the GAN term the critic also sees x_t with its gradient path back to the generator
+    x_t = dmd_math.noise_to(x_gen if use_gan else jax.lax.stop_gradient(x_gen), tau, sigma, eps)
     t = sigma * 1000.0
-    both = route(apply_real, real, jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
+    x_t_sg = jax.lax.stop_gradient(x_t)
+    both = route(apply_real, real, jnp.concatenate([x_t_sg, x_t_sg]), jnp.concatenate([t, t]),
                  jnp.concatenate([ctx, neg]), setup.boundary, side)
     v_cond, v_uncond = jnp.split(both, 2)
     v_real = dmd_math.cfg_velocity(v_cond, v_uncond, _guidance(setup, sigma))
-    v_fake = route(apply_train, critic, x_t, t, ctx, setup.boundary, side)
-    x_real = dmd_math.tweedie_endpoint(x_t, sigma, tau, v_real)
-    x_fake = dmd_math.tweedie_endpoint(x_t, sigma, tau, v_fake)
+    if use_gan:
+        v_fake, tokens = route(apply_feats, critic, x_t, t, ctx, setup.boundary, side)
+        v_fake = jax.lax.stop_gradient(v_fake)
+    else:
+        v_fake = route(apply_train, critic, x_t, t, ctx, setup.boundary, side)
+    x_real = dmd_math.tweedie_endpoint(x_t_sg, sigma, tau, v_real)
+    x_fake = dmd_math.tweedie_endpoint(x_t_sg, sigma, tau, v_fake)
     grad = jax.lax.stop_gradient(dmd_math.dmd_gradient(jax.lax.stop_gradient(x_gen), x_fake, x_real))
     loss = dmd_math.dmd_surrogate_loss(x_gen, grad)
     metrics = {"dmd_loss": loss, "dmd_grad_norm": jnp.sqrt(jnp.mean(grad**2)), "exit_step": k}
@@ -158,19 +177,41 @@ def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real
         reg = regression_loss(apply_train, gen, frozen_gen, setup, *pairs, k)
         loss = loss + setup.regression_weight * reg
         metrics["regression_loss"] = reg
+    if use_gan:
+        g = gan.generator_loss(gan.logits(disc, tokens))
+        loss = loss + setup.gan_weight * g
+        metrics["gan_gen_loss"] = g
     return loss, metrics | {"gen_loss": loss}
 
 
-def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, noise, ctx, key):
-    """Flow-matching loss of the critic on detached generator samples; returns (loss, metrics)."""
+def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, noise, ctx, key,
+                real_batch=None, disc=None, apply_feats: Apply | None = None):
+    """Flow-matching loss of the critic on detached generator samples (+ the GAN discriminator
+    loss against `real_batch = (x_tau [B, ...], ctx)` when `disc` is given); returns (loss,
+    metrics). Differentiable in `critic` and `disc`."""
     gen_key, t_key, eps_key = jax.random.split(key, 3)
     x_gen, _ = generate(apply_train, jax.lax.stop_gradient(gen), frozen_gen, setup, noise, ctx,
                         gen_key)
     x_gen = jax.lax.stop_gradient(x_gen)
     tau = setup.stage.tau
-    sigma, side = sample_noise_level(setup, t_key, x_gen.shape[0])
+    b = x_gen.shape[0]
+    sigma, side = sample_noise_level(setup, t_key, b)
     eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
     x_t = dmd_math.noise_to(x_gen, tau, sigma, eps)
-    v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary, side)
-    loss = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
-    return loss, {"critic_loss": loss}
+    if disc is None or not setup.gan:
+        v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary, side)
+        loss = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
+        return loss, {"critic_loss": loss}
+    # one batch of 2B: generated then real, both noised to the same levels
+    real_x, real_ctx = real_batch
+    real_eps = jax.random.normal(jax.random.fold_in(eps_key, 1), x_gen.shape, jnp.float32)
+    real_t = dmd_math.noise_to(real_x, tau, sigma, real_eps)
+    t = sigma * 1000.0
+    v, tokens = route(apply_feats, critic, jnp.concatenate([x_t, real_t]), jnp.concatenate([t, t]),
+                      jnp.concatenate([ctx, real_ctx]), setup.boundary, side)
+    flow = dmd_math.critic_loss(v[:b], x_t, x_gen, sigma, tau)
+    fake_logits, real_logits = jnp.split(gan.logits(disc, tokens), 2)
+    d = gan.critic_loss(real_logits, fake_logits)
+    loss = flow + setup.gan_critic_weight * d
+    return loss, {"critic_loss": flow, "gan_critic_loss": d,
+                  "gan_real_acc": jnp.mean(real_logits > 0), "gan_fake_acc": jnp.mean(fake_logits < 0)}

@@ -37,7 +37,7 @@ ERROR_RATIO = 2.0
 
 
 def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
-                  regression_weight: float = 0.0) -> Path:
+                  regression_weight: float = 0.0, gan_weight: float = 0.0) -> Path:
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
@@ -45,6 +45,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--iterations", str(iterations)]
     if regression_weight:
         argv += ["--regression-weight", str(regression_weight)]
+    if gan_weight:
+        argv += ["--gan-weight", str(gan_weight)]
     return dmd.run(dmd._parser().parse_args(argv))
 
 
@@ -102,14 +104,21 @@ def main(argv=None) -> int:
     p.add_argument("--regression-students", type=positive_int_list, default="1,2,4",
                    help="step counts of the students that get the regression term "
                    "(%(default)s)")
+    p.add_argument("--gan-weight", type=nonnegative_float, default=0.0,
+                   help="weight of DMD2's GAN term against the teacher's ODE samples "
+                   "(%(default)s: off)")
+    p.add_argument("--gan-students", type=positive_int_list, default="1,2,4",
+                   help="step counts of the students that get the GAN term (%(default)s)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
     args = p.parse_args(argv)
-    if not set(args.regression_students) <= set(STEP_COUNTS):
-        p.error(f"--regression-students must be among {STEP_COUNTS}")
+    for flag in ("regression_students", "gan_students"):
+        if not set(getattr(args, flag)) <= set(STEP_COUNTS):
+            p.error(f"--{flag.replace('_', '-')} must be among {STEP_COUNTS}")
     reg = {n: args.regression_weight if n in args.regression_students else 0.0
            for n in STEP_COUNTS}
+    gan_w = {n: args.gan_weight if n in args.gan_students else 0.0 for n in STEP_COUNTS}
     try:
         teacher = load_teacher(args.teacher)
     except (FileNotFoundError, ValueError) as e:
@@ -134,7 +143,7 @@ def main(argv=None) -> int:
     for n in STEP_COUNTS:
         print(f"[report] training the {n}-step student", flush=True)
         path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
-                             reg[n])
+                             reg[n], gan_w[n])
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -148,7 +157,8 @@ def main(argv=None) -> int:
         "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off. "
         f"Students: {args.iterations} critic iterations per stage; teacher-ODE regression "
         "weight " + ", ".join(f"{reg[n]:g} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
-        + " (0: plain DMD2).",
+        + "; GAN weight " + ", ".join(f"{gan_w[n]:g}" for n in STEP_COUNTS)
+        + " (1, 2, 4 steps; 0 and 0: plain DMD2).",
         "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
         "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
         "", "Sample grids (one row per prompt, frames left to right): "
@@ -158,7 +168,7 @@ def main(argv=None) -> int:
     (out / "report.json").write_text(json.dumps(
         {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
          "teacher": args.teacher, "iterations": args.iterations,
-         "regression_weight": reg}, indent=2))
+         "regression_weight": reg, "gan_weight": gan_w}, indent=2))
     print(text)
     return 0
 

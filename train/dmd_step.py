@@ -27,6 +27,8 @@ class TrainState:
     step: Array  # critic iterations done
     gen_updates: Array
     key: Array
+    disc: Any = None  # the GAN head on the critic's tokens (train/gan.py); None when off
+    disc_opt: Any = None
 
 
 def make_optimizer(cfg: DMDConfig, lr: float) -> optax.GradientTransformation:
@@ -37,8 +39,9 @@ def make_optimizer(cfg: DMDConfig, lr: float) -> optax.GradientTransformation:
     return optax.MultiSteps(opt, cfg.grad_accum) if cfg.grad_accum > 1 else opt
 
 
-def init_state(cfg: DMDConfig, gen, critic, key) -> TrainState:
-    """Student and critic both start from the teacher's weights (DMD2); fp32 master copies."""
+def init_state(cfg: DMDConfig, gen, critic, key, disc=None) -> TrainState:
+    """Student and critic both start from the teacher's weights (DMD2); fp32 master copies.
+    `disc`: a fresh GAN head (`gan.init_head`) when the GAN term is on."""
     # Fresh float32 copies: the three trees are donated separately, so they must not alias.
     f32 = functools.partial(jax.tree.map, lambda x: jnp.array(x, jnp.float32, copy=True))
     gen, critic, ema = f32(gen), f32(critic), f32(gen)
@@ -47,6 +50,7 @@ def init_state(cfg: DMDConfig, gen, critic, key) -> TrainState:
         gen_opt=_init_opt(make_optimizer(cfg, cfg.lr_gen), gen),
         critic_opt=_init_opt(make_optimizer(cfg, cfg.lr_critic), critic),
         step=jnp.zeros((), jnp.int32), gen_updates=jnp.zeros((), jnp.int32), key=key,
+        disc=disc, disc_opt=None if disc is None else make_optimizer(cfg, cfg.gan_lr).init(disc),
     )
 
 
@@ -74,13 +78,17 @@ def _init_opt(opt, params):
     return opt.init(params)
 
 
-def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, latent_shape):
+def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, latent_shape,
+               apply_feats=None):
     """Returns jitted `gen_step(state, frozen, batch, pairs=None)` and `critic_step(state,
-    frozen, batch)`.
+    frozen, batch, pairs=None)`.
 
     `frozen = (real_params, frozen_gen_params_or_None)`; `batch = (ctx, neg)`, each
-    `[B, L, text_dim]`; `pairs = (ode_x [B, K+1, ...], ode_ctx)` for the regression term. Noise and noise levels come from `state.key` folded with the step, so a
-    run is a pure function of its seed and data: resuming reproduces it exactly.
+    `[B, L, text_dim]`; `pairs = (ode_x [B, K+1, ...], ode_ctx)`: teacher ODE pairs for the
+    regression term (generator) and the GAN term's real samples (critic). `apply_feats`: the
+    critic's `(velocity, tokens)` forward, needed by the GAN term. Noise and noise levels come
+    from `state.key` folded with the step, so a run is a pure function of its seed and data:
+    resuming reproduces it exactly.
     """
 
     def keys(state, role: int):
@@ -101,7 +109,7 @@ def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, laten
 
         def loss_fn(gen):
             return generator_loss(gen, state.critic, real, frozen_gen, apply_train, apply_real,
-                                  setup, noise, ctx, neg, key, pairs)
+                                  setup, noise, ctx, neg, key, pairs, state.disc, apply_feats)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.gen)
         if _is_expert_dict(state.gen):
@@ -121,24 +129,36 @@ def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, laten
                               gen_updates=state.gen_updates + 1)
         return state, metrics
 
-    def critic_step(state: TrainState, frozen, batch):
+    disc_opt = make_optimizer(cfg, cfg.gan_lr)
+
+    def critic_step(state: TrainState, frozen, batch, pairs=None):
         _, frozen_gen = frozen
         ctx, _ = batch
         noise_key, key = keys(state, 1)
         noise = student_noise(noise_key, ctx.shape[0])
+        real_batch = None
+        if pairs is not None:  # the GAN term's real samples: the ODE at the stage's endpoint
+            ode_x, ode_ctx = pairs
+            real_batch = (ode_x[:, setup.endpoint_index], ode_ctx)
 
-        def loss_fn(critic):
-            return critic_loss(critic, state.gen, frozen_gen, apply_train, setup, noise, ctx, key)
+        def loss_fn(critic, disc):
+            return critic_loss(critic, state.gen, frozen_gen, apply_train, setup, noise, ctx, key,
+                               real_batch, disc, apply_feats)
 
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic)
+        (loss, metrics), (grads, disc_grads) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(state.critic, state.disc)
         if _is_expert_dict(state.critic):
-            pairs = {n: _update(critic_opt, grads[n], state.critic_opt[n], state.critic[n])
-                     for n in ("high", "low")}
-            critic = {n: p for n, (p, _) in pairs.items()}
-            opt_state = {n: o for n, (_, o) in pairs.items()}
+            updated = {n: _update(critic_opt, grads[n], state.critic_opt[n], state.critic[n])
+                       for n in ("high", "low")}
+            critic = {n: p for n, (p, _) in updated.items()}
+            opt_state = {n: o for n, (_, o) in updated.items()}
         else:
             critic, opt_state = _update(critic_opt, grads, state.critic_opt, state.critic)
         metrics = metrics | {"critic_grad_norm": _global_norm(grads)}
-        return state.replace(critic=critic, critic_opt=opt_state, step=state.step + 1), metrics
+        state = state.replace(critic=critic, critic_opt=opt_state, step=state.step + 1)
+        if state.disc is not None:
+            disc, d_opt = _update(disc_opt, disc_grads, state.disc_opt, state.disc)
+            state = state.replace(disc=disc, disc_opt=d_opt)
+        return state, metrics
 
     return (jax.jit(gen_step, donate_argnums=0), jax.jit(critic_step, donate_argnums=0))

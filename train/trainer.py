@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from train import ode_pairs
+from train import gan, ode_pairs
 from train.checkpointing import Checkpoints, StopFlag
 from train.data import pad_negative, prompt_batches
 from train.dmd_config import DMDConfig
@@ -27,7 +27,7 @@ from train.stages import make_stage
 from train.world import World
 from wanjax.io import checkpoint
 from wanjax.io.params import flat_params
-from wanjax.sampling.loop import dit_apply, make_sampler
+from wanjax.sampling.loop import dit_apply, dit_apply_features, make_sampler
 
 
 class NonFiniteError(RuntimeError):
@@ -64,13 +64,15 @@ def compiled_steps(cfg: DMDConfig, stage: str, graphdef_train, graphdef_real, la
     """The jitted updates of a stage, shared by every run of the same settings in a process
     (a resumed or repeated run then reuses the compilation)."""
     return make_steps(cfg, stage_setup(cfg, stage), dit_apply(graphdef_train),
-                      dit_apply(graphdef_real), latent_shape)
+                      dit_apply(graphdef_real), latent_shape,
+                      dit_apply_features(graphdef_train) if cfg.gan_weight > 0 else None)
 
 
 def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
     return StageSetup(make_stage(cfg, name), cfg.sigmas, cfg.sample_config().renoise_targets(),
                       cfg.num_high_steps, cfg.shift, cfg.boundary, cfg.guidance_high,
-                      cfg.guidance_low, cfg.regression_weight)
+                      cfg.guidance_low, cfg.regression_weight, cfg.gan_weight,
+                      cfg.gan_critic_weight)
 
 
 def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
@@ -124,14 +126,18 @@ class StageRunner:
         gen_step, critic_step = compiled_steps(cfg, name, nets.graphdef_train,
                                                nets.graphdef_real, tuple(self.world.latent_shape))
         ckpts = Checkpoints(opts.out / name / "checkpoints", keep=opts.keep)
-        state = init_state(cfg, gen0, critic0, jax.random.PRNGKey(cfg.seed + _stage_index(name)))
+        key = jax.random.PRNGKey(cfg.seed + _stage_index(name))
+        disc = None
+        if cfg.gan_weight > 0:
+            disc = gan.init_head(jax.random.fold_in(key, 7), nets.configs["high"].dim, cfg.gan_hidden)
+        state = init_state(cfg, gen0, critic0, key, disc)
         if opts.resume and ckpts.latest_step() is not None:
             state = ckpts.restore(state)
             self._say(f"[{name}] resumed at iteration {int(state.step)} from {ckpts.directory}")
         data = prompt_batches(self.world.prompts, cfg.batch_size, cfg.seed, cfg.iterations)
         frozen = (real, frozen_gen)
         neg = jnp.asarray(self.world.contexts.negative(cfg.batch_size))
-        pairs = self.ode_pairs() if cfg.regression_weight > 0 else None
+        pairs = self.ode_pairs() if cfg.uses_ode_pairs else None
         start = int(state.step)
         bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                    desc=f"dmd {name}", disable=opts.quiet, unit="it")
@@ -147,7 +153,10 @@ class StageRunner:
                 metrics.update(m)
                 if opts.sample_every and int(state.gen_updates) % opts.sample_every == 0:
                     self.write_samples(name, state, student, int(state.gen_updates))
-            state, m = critic_step(state, frozen, batch)
+            real = None
+            if pairs is not None and cfg.gan_weight > 0:  # its own stream of pairs
+                real = self._pair_batch(pairs, it, stream=1)
+            state, m = critic_step(state, frozen, batch, real)
             metrics.update(m)
             if it % opts.log_every == 0 or it == cfg.iterations - 1:
                 row = self._log(name, it, metrics, (it + 1 - n0) / (time.perf_counter() - t0))
@@ -188,8 +197,10 @@ class StageRunner:
 
         return ode_pairs.load_or_make(self.opts.out / ode_pairs.PAIRS_FILE, settings, make)
 
-    def _pair_batch(self, pairs: dict, gen_update: int):
-        idx = ode_pairs.pair_batch(pairs, gen_update, self.cfg.batch_size, self.cfg.seed)
+    def _pair_batch(self, pairs: dict, index: int, stream: int = 0):
+        """Pairs for generator update `index` (stream 0: regression) or critic iteration
+        `index` (stream 1: the GAN term's real samples)."""
+        idx = ode_pairs.pair_batch(pairs, index, self.cfg.batch_size, self.cfg.seed + 7919 * stream)
         prompts = [self.world.prompts[i] for i in pairs["prompt"][idx]]
         return jnp.asarray(pairs["x"][idx]), jnp.asarray(self.world.contexts.encode(prompts))
 

@@ -105,6 +105,31 @@ def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
         _run(teacher, tmp_path / "resumed", extra=["--regression-weight", "3", "--regression-pairs", "6"])
 
 
+GAN = ["--gan-weight", "0.5", "--regression-pairs", "6"]
+
+
+def test_gan_run_resumes_exactly_and_logs_both_sides(teacher, tmp_path):
+    """With the GAN term on, the head and its optimizer are part of the checkpoint: a SIGTERM +
+    resume equals the straight run; both sides of the term are logged."""
+    import json
+
+    _run(teacher, tmp_path / "straight", extra=GAN)
+    rows = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["gan_gen_loss"] > 0 and r["gan_critic_loss"] > 0 for r in rows)
+    assert all("regression_loss" not in r for r in rows)
+
+    def preempt(it):
+        if it == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(teacher, tmp_path / "resumed", extra=GAN, hook=preempt)
+    _run(teacher, tmp_path / "resumed", extra=GAN)
+    straight, resumed = _student(tmp_path / "straight"), _student(tmp_path / "resumed")
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=k)
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert dmd.main(["--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()

@@ -126,7 +126,10 @@ class WanDiT(nnx.Module):
         latents: Float[Array, "b c f h w"],
         timestep: Array,
         context: Float[Array, "b lc c"],
-    ) -> Float[Array, "b c f h w"]:
+        return_features: bool = False,
+    ) -> Float[Array, "b c f h w"] | tuple[Array, Float[Array, "b l d"]]:
+        """The velocity; with `return_features` also the last block's tokens `[B, L, D]` in
+        float32 (what the DMD2 GAN head of the critic reads)."""
         cfg = self.cfg
         _, _, f, h, w = latents.shape
         pt, ph, pw = cfg.patch_size
@@ -155,5 +158,5 @@ class WanDiT(nnx.Module):
             x = self._run_block(block, x, e0, ctx, rope, key_lengths)
 
         x, e = x[:, :length], e[:, :length]
-        out = self.head(x, e)
-        return unpatchify(out, grid, cfg.patch_size).astype(jnp.float32)
+        out = unpatchify(self.head(x, e), grid, cfg.patch_size).astype(jnp.float32)
+        return (out, x.astype(jnp.float32)) if return_features else out

@@ -141,6 +141,15 @@ def dit_apply(graphdef: nnx.GraphDef) -> ModelFn:
     return apply
 
 
+def dit_apply_features(graphdef: nnx.GraphDef) -> Callable[..., tuple[Array, Array]]:
+    """`apply(params, x, t, ctx) -> (velocity, last-block tokens [B, L, D])`."""
+
+    def apply(params, x, t, ctx):
+        return nnx.merge(graphdef, params)(x, t, ctx, return_features=True)
+
+    return apply
+
+
 def make_sampler(
     apply_high: ModelFn, apply_low: ModelFn, cfg: SampleConfig
 ) -> Callable[..., Array]:

@@ -1,0 +1,154 @@
+"""The DMD2 GAN term: losses against float64 formulas, its wiring into both losses, routing."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from configs import toy
+from train import gan
+from train.dmd_config import DMDConfig
+from train.dmd_losses import StageSetup, critic_loss, generator_loss, route, sample_noise_level
+from train.stages import make_stage
+from wanjax.models.dit import WanDiT
+
+RNG = np.random.default_rng(0)
+SHAPE = (2, 1, 1, 2, 4)  # [B, C, F, H, W]: 8 values per sample, seen as 2 tokens of 4
+
+
+def softplus64(x):
+    return np.logaddexp(0.0, np.asarray(x, np.float64))
+
+
+def head_logits64(head, tokens):
+    """float64 reference of the head: LayerNorm without affine, Linear, SiLU, Linear."""
+    h = {k: np.asarray(v, np.float64) for k, v in head.items()}
+    x = np.asarray(tokens, np.float64)
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    a = x @ h["w1"] + h["b1"]
+    return ((a / (1 + np.exp(-a))) @ h["w2"] + h["b2"])[..., 0]
+
+
+def random_head(dim=4, hidden=3):
+    head = gan.init_head(jax.random.PRNGKey(1), dim, hidden)
+    head["w2"] = jnp.asarray(RNG.standard_normal((hidden, 1)), jnp.float32)  # not the zero init
+    head["b2"] = jnp.asarray([0.3], jnp.float32)
+    return head
+
+
+def test_losses_are_binary_cross_entropy():
+    real, fake = RNG.standard_normal((3, 5)), RNG.standard_normal((3, 5))
+    want_d = np.mean(-np.log(1 / (1 + np.exp(-real)))) + np.mean(-np.log(1 - 1 / (1 + np.exp(-fake))))
+    np.testing.assert_allclose(gan.critic_loss(jnp.asarray(real), jnp.asarray(fake)), want_d, rtol=1e-5)
+    want_g = np.mean(-np.log(1 / (1 + np.exp(-fake))))
+    np.testing.assert_allclose(gan.generator_loss(jnp.asarray(fake)), want_g, rtol=1e-5)
+
+
+def test_head_scores_every_token_and_starts_at_zero():
+    tokens = RNG.standard_normal((2, 3, 4))
+    head = random_head()
+    np.testing.assert_allclose(gan.logits(head, jnp.asarray(tokens, jnp.float32)),
+                               head_logits64(head, tokens), rtol=1e-4, atol=1e-5)
+    fresh = gan.init_head(jax.random.PRNGKey(0), 4, 3)
+    assert np.all(np.asarray(gan.logits(fresh, jnp.asarray(tokens, jnp.float32))) == 0.0)
+
+
+def linear_apply(params, x, t, ctx):
+    sigma = (t / 1000.0).reshape((-1,) + (1,) * (x.ndim - 1))
+    return params["w"] * x + params["b"] * sigma + 0.0 * ctx[:, :1, :1, None, None]
+
+
+def linear_feats(params, x, t, ctx):
+    """The same velocity plus 'tokens': the input itself, as [B, 2, 4]."""
+    return linear_apply(params, x, t, ctx), x.reshape(x.shape[0], 2, 4) * params["w"]
+
+
+def setup_for(gan_weight, gan_critic_weight=0.5):
+    cfg = DMDConfig(raw_timesteps=(1000.0,), boundary=0.0)
+    return cfg, StageSetup(make_stage(cfg, "high"), cfg.sigmas, cfg.sample_config().renoise_targets(),
+                           1, cfg.shift, cfg.boundary, 1.0, 1.0, 0.0, gan_weight, gan_critic_weight)
+
+
+GEN = {"w": jnp.float32(0.3), "b": jnp.float32(-0.7)}
+CRITIC = {"w": jnp.float32(0.1), "b": jnp.float32(0.2)}
+NOISE = jnp.asarray(RNG.standard_normal(SHAPE), jnp.float32)
+CTX = jnp.zeros((2, 1, 1))
+KEY = jax.random.PRNGKey(0)
+
+
+def _gen_loss(gen, setup, disc):
+    return generator_loss(gen, CRITIC, CRITIC, None, linear_apply, linear_apply, setup, NOISE, CTX,
+                          CTX, KEY, None, disc, linear_feats)
+
+
+def test_generator_gan_term_is_the_weighted_non_saturating_loss_on_the_noised_sample():
+    _, setup = setup_for(0.25)
+    head = random_head()
+    plain, m0 = _gen_loss(GEN, dataclasses.replace(setup, gan_weight=0.0), head)
+    both, m1 = _gen_loss(GEN, setup, head)
+    assert "gan_gen_loss" not in m0
+    np.testing.assert_allclose(m1["dmd_loss"], m0["dmd_loss"], rtol=1e-6)  # DMD part unchanged
+    # rebuild the critic's input from the same keys: x_gen at 1 step is noise - v, then noised
+    gen_key, t_key, eps_key = jax.random.split(KEY, 3)
+    sigma, _ = sample_noise_level(setup, t_key, 2)
+    eps = jax.random.normal(eps_key, SHAPE, jnp.float32)
+    x_gen = np.asarray(NOISE) - (0.3 * np.asarray(NOISE) - 0.7)
+    s = np.asarray(sigma, np.float64).reshape(-1, 1, 1, 1, 1)
+    x_t = (1 - s) * x_gen + s * np.asarray(eps)
+    want = np.mean(softplus64(-head_logits64(head, x_t.reshape(2, 2, 4) * 0.1)))
+    np.testing.assert_allclose(m1["gan_gen_loss"], want, rtol=1e-4)
+    np.testing.assert_allclose(both - plain, 0.25 * want, rtol=1e-4)
+    # its gradient reaches the generator through the critic
+    g_plain = jax.grad(lambda g: _gen_loss(g, dataclasses.replace(setup, gan_weight=0.0), head)[0])(GEN)
+    g_both = jax.grad(lambda g: _gen_loss(g, setup, head)[0])(GEN)
+    assert abs(float(g_both["w"] - g_plain["w"])) > 1e-6
+
+
+def test_critic_gan_term_tells_noised_real_from_generated():
+    _, setup = setup_for(0.25, gan_critic_weight=0.5)
+    head = random_head()
+    real_x = jnp.asarray(RNG.standard_normal(SHAPE), jnp.float32)
+    args = (CRITIC, GEN, None, linear_apply, setup, NOISE, CTX, KEY)
+    plain, _ = critic_loss(*args)
+    both, m = critic_loss(*args, (real_x, CTX), head, linear_feats)
+    np.testing.assert_allclose(m["critic_loss"], plain, rtol=1e-6)  # flow matching unchanged
+    gen_key, t_key, eps_key = jax.random.split(KEY, 3)
+    sigma, _ = sample_noise_level(setup, t_key, 2)
+    eps = jax.random.normal(eps_key, SHAPE, jnp.float32)
+    real_eps = jax.random.normal(jax.random.fold_in(eps_key, 1), SHAPE, jnp.float32)
+    s = np.asarray(sigma, np.float64).reshape(-1, 1, 1, 1, 1)
+    x_gen = np.asarray(NOISE) - (0.3 * np.asarray(NOISE) - 0.7)
+    fake_t = (1 - s) * x_gen + s * np.asarray(eps)
+    real_t = (1 - s) * np.asarray(real_x) + s * np.asarray(real_eps)
+    lf = head_logits64(head, fake_t.reshape(2, 2, 4) * 0.1)
+    lr = head_logits64(head, real_t.reshape(2, 2, 4) * 0.1)
+    want = np.mean(softplus64(-lr)) + np.mean(softplus64(lf))
+    np.testing.assert_allclose(m["gan_critic_loss"], want, rtol=1e-4)
+    np.testing.assert_allclose(both - plain, 0.5 * want, rtol=1e-4)
+    grads = jax.grad(lambda c, d: critic_loss(c, *args[1:], (real_x, CTX), d, linear_feats)[0],
+                     argnums=(0, 1))(CRITIC, head)
+    assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads[1]))
+
+
+def test_route_picks_each_output_of_a_tuple_per_sample():
+    def apply(params, x, t, ctx):
+        return x * params["a"], jnp.full((x.shape[0], 3, 2), params["a"])
+
+    params = {"high": {"a": jnp.float32(2.0)}, "low": {"a": jnp.float32(-1.0)}}
+    x = jnp.ones((2, 1, 1, 1, 1))
+    t = jnp.asarray([900.0, 100.0])
+    v, tokens = route(apply, params, x, t, CTX, 0.875)
+    np.testing.assert_array_equal(np.asarray(v).ravel(), [2.0, -1.0])
+    np.testing.assert_array_equal(np.asarray(tokens)[:, 0, 0], [2.0, -1.0])
+
+
+def test_dit_features_are_the_last_block_tokens_and_leave_the_output_alone():
+    model = WanDiT(toy.EXPERT, rngs=nnx.Rngs(0))
+    x = jnp.asarray(RNG.standard_normal((2, 3, 3, 20, 20)), jnp.float32)
+    t, ctx = jnp.asarray([900.0, 300.0]), jnp.asarray(RNG.standard_normal((2, 4, 32)), jnp.float32)
+    out, tokens = model(x, t, ctx, return_features=True)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(model(x, t, ctx)))
+    assert tokens.shape == (2, 75, toy.EXPERT.dim) and tokens.dtype == jnp.float32
+
