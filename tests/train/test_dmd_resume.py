@@ -1,5 +1,6 @@
 """`python -m train.dmd` end to end on a tiny random teacher: resume is exact, errors are clean."""
 
+import json
 import os
 import signal
 
@@ -74,32 +75,38 @@ def test_sigterm_then_resume_equals_straight_run(teacher, straight_run, tmp_path
                flat_params(load_dit_module(teacher, "high")).items())
 
 
+def _rows(out):
+    return [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _preempted_run_equals(teacher, tmp_path, extra, at):
+    """A run stopped by SIGTERM after iteration `at` and resumed equals tmp_path/'straight'."""
+    def preempt(it):
+        if it == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(teacher, tmp_path / "resumed", extra=extra, hook=preempt)
+    _run(teacher, tmp_path / "resumed", extra=extra)
+    straight, resumed = _student(tmp_path / "straight"), _student(tmp_path / "resumed")
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=k)
+
+
 REGRESSION = ["--regression-weight", "2", "--regression-pairs", "6"]
 
 
 def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
     """With the teacher-ODE regression term on: the pairs are cached in OUT, every generator row
     logs the term, and a SIGTERM + resume reuses the cached pairs and equals the straight run."""
-    import json
-
     _run(teacher, tmp_path / "straight", extra=REGRESSION)
-    rows = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(tmp_path / "straight")
     assert all(r["regression_loss"] > 0 for r in rows)
     # throughput: 3 x 20 x 20 toy frames in (1, 4, 4) patches are 75 tokens per sample
     assert all(r["tokens_per_s"] == pytest.approx(75 * r["samples_per_s"]) for r in rows)
     assert all(r["step_time_s"] == pytest.approx(1 / r["iterations_per_s"]) for r in rows)
     assert (tmp_path / "straight" / "ode_pairs.npz").is_file()
-
-    def preempt(it):
-        if it == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    with pytest.raises(KeyboardInterrupt):
-        _run(teacher, tmp_path / "resumed", extra=REGRESSION, hook=preempt)
-    _run(teacher, tmp_path / "resumed", extra=REGRESSION)
-    straight, resumed = _student(tmp_path / "straight"), _student(tmp_path / "resumed")
-    for k in straight:
-        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=k)
+    _preempted_run_equals(teacher, tmp_path, REGRESSION, at=3)
     # a resume with other settings is refused, naming what changed
     with pytest.raises(ValueError, match=r"other settings \(regression_weight: 2.0 -> 3.0\)"):
         _run(teacher, tmp_path / "resumed", extra=["--regression-weight", "3", "--regression-pairs", "6"])
@@ -111,23 +118,11 @@ GAN = ["--gan-weight", "0.5", "--regression-pairs", "6"]
 def test_gan_run_resumes_exactly_and_logs_both_sides(teacher, tmp_path):
     """With the GAN term on, the head and its optimizer are part of the checkpoint: a SIGTERM +
     resume equals the straight run; both sides of the term are logged."""
-    import json
-
     _run(teacher, tmp_path / "straight", extra=GAN)
-    rows = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(tmp_path / "straight")
     assert all(r["gan_gen_loss"] > 0 and r["gan_critic_loss"] > 0 for r in rows)
     assert all("regression_loss" not in r for r in rows)
-
-    def preempt(it):
-        if it == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    with pytest.raises(KeyboardInterrupt):
-        _run(teacher, tmp_path / "resumed", extra=GAN, hook=preempt)
-    _run(teacher, tmp_path / "resumed", extra=GAN)
-    straight, resumed = _student(tmp_path / "straight"), _student(tmp_path / "resumed")
-    for k in straight:
-        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=k)
+    _preempted_run_equals(teacher, tmp_path, GAN, at=2)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -157,8 +152,6 @@ def _tfrecords(path):
 
 
 def test_tensorboard_events_hold_the_jsonl_rows(straight_run):
-    import json
-
     from tensorboardX.proto import event_pb2
 
     scalars = {}
@@ -167,7 +160,7 @@ def test_tensorboard_events_hold_the_jsonl_rows(straight_run):
             event = event_pb2.Event.FromString(record)
             for v in event.summary.value:
                 scalars[(v.tag, event.step)] = v.simple_value
-    rows = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(straight_run)
     assert rows and len(scalars) == sum(len(r) - 2 for r in rows)
     for r in rows:
         for k, v in r.items():
