@@ -79,9 +79,13 @@ class DMDConfig:
         few_step_schedule(self.raw_timesteps, self.shift)  # validates the list
 
     @property
+    def uses_gan(self) -> bool:
+        return self.gan_weight > 0
+
+    @property
     def uses_ode_pairs(self) -> bool:
         """Whether the run needs teacher ODE pairs (regression targets or GAN real samples)."""
-        return self.regression_weight > 0 or self.gan_weight > 0
+        return self.regression_weight > 0 or self.uses_gan
 
     @property
     def sigmas(self) -> np.ndarray:

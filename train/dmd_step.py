@@ -81,11 +81,12 @@ def _init_opt(opt, params):
 def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, latent_shape,
                apply_feats=None):
     """Returns jitted `gen_step(state, frozen, batch, pairs=None)` and `critic_step(state,
-    frozen, batch, pairs=None)`.
+    frozen, batch, real=None)`.
 
     `frozen = (real_params, frozen_gen_params_or_None)`; `batch = (ctx, neg)`, each
     `[B, L, text_dim]`; `pairs = (ode_x [B, K+1, ...], ode_ctx)`: teacher ODE pairs for the
-    regression term (generator) and the GAN term's real samples (critic). `apply_feats`: the
+    regression term; `real = (x_tau [B, ...], ctx)`: the GAN term's real samples, the ODE
+    states at the stage's endpoint (`setup.endpoint_index`). `apply_feats`: the
     critic's `(velocity, tokens)` forward, needed by the GAN term. Noise and noise levels come
     from `state.key` folded with the step, so a run is a pure function of its seed and data:
     resuming reproduces it exactly.
@@ -131,19 +132,15 @@ def make_steps(cfg: DMDConfig, setup: StageSetup, apply_train, apply_real, laten
 
     disc_opt = make_optimizer(cfg, cfg.gan_lr)
 
-    def critic_step(state: TrainState, frozen, batch, pairs=None):
+    def critic_step(state: TrainState, frozen, batch, real=None):
         _, frozen_gen = frozen
         ctx, _ = batch
         noise_key, key = keys(state, 1)
         noise = student_noise(noise_key, ctx.shape[0])
-        real_batch = None
-        if pairs is not None:  # the GAN term's real samples: the ODE at the stage's endpoint
-            ode_x, ode_ctx = pairs
-            real_batch = (ode_x[:, setup.endpoint_index], ode_ctx)
 
         def loss_fn(critic, disc):
             return critic_loss(critic, state.gen, frozen_gen, apply_train, setup, noise, ctx, key,
-                               real_batch, disc, apply_feats)
+                               real, disc, apply_feats)
 
         (loss, metrics), (grads, disc_grads) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(state.critic, state.disc)

@@ -65,7 +65,7 @@ def compiled_steps(cfg: DMDConfig, stage: str, graphdef_train, graphdef_real, la
     (a resumed or repeated run then reuses the compilation)."""
     return make_steps(cfg, stage_setup(cfg, stage), dit_apply(graphdef_train),
                       dit_apply(graphdef_real), latent_shape,
-                      dit_apply_features(graphdef_train) if cfg.gan_weight > 0 else None)
+                      dit_apply_features(graphdef_train) if cfg.uses_gan else None)
 
 
 def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
@@ -128,7 +128,7 @@ class StageRunner:
         ckpts = Checkpoints(opts.out / name / "checkpoints", keep=opts.keep)
         key = jax.random.PRNGKey(cfg.seed + _stage_index(name))
         disc = None
-        if cfg.gan_weight > 0:
+        if cfg.uses_gan:
             disc = gan.init_head(jax.random.fold_in(key, 7), nets.configs["high"].dim, cfg.gan_hidden)
         state = init_state(cfg, gen0, critic0, key, disc)
         if opts.resume and ckpts.latest_step() is not None:
@@ -138,6 +138,7 @@ class StageRunner:
         frozen = (real, frozen_gen)
         neg = jnp.asarray(self.world.contexts.negative(cfg.batch_size))
         pairs = self.ode_pairs() if cfg.uses_ode_pairs else None
+        endpoint = stage_setup(cfg, name).endpoint_index
         start = int(state.step)
         bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                    desc=f"dmd {name}", disable=opts.quiet, unit="it")
@@ -148,14 +149,16 @@ class StageRunner:
             ctx = jnp.asarray(self.world.contexts.encode(list(data[it])))
             batch = (ctx, pad_negative(neg, ctx))
             if it % cfg.critic_ratio == 0:
-                reg = None if pairs is None else self._pair_batch(pairs, it // cfg.critic_ratio)
+                reg = None  # fetched only for the term that reads it
+                if cfg.regression_weight > 0:
+                    reg = self._pair_batch(pairs, it // cfg.critic_ratio)
                 state, m = gen_step(state, frozen, batch, reg)
                 metrics.update(m)
                 if opts.sample_every and int(state.gen_updates) % opts.sample_every == 0:
                     self.write_samples(name, state, student, int(state.gen_updates))
             real = None
-            if pairs is not None and cfg.gan_weight > 0:  # its own stream of pairs
-                real = self._pair_batch(pairs, it, stream=1)
+            if cfg.uses_gan:  # its own stream of pairs; only the endpoint states go to devices
+                real = self._pair_batch(pairs, it, stream=1, at=endpoint)
             state, m = critic_step(state, frozen, batch, real)
             metrics.update(m)
             if it % opts.log_every == 0 or it == cfg.iterations - 1:
@@ -197,12 +200,14 @@ class StageRunner:
 
         return ode_pairs.load_or_make(self.opts.out / ode_pairs.PAIRS_FILE, settings, make)
 
-    def _pair_batch(self, pairs: dict, index: int, stream: int = 0):
-        """Pairs for generator update `index` (stream 0: regression) or critic iteration
-        `index` (stream 1: the GAN term's real samples)."""
+    def _pair_batch(self, pairs: dict, index: int, stream: int = 0, at: int | None = None):
+        """Pairs for generator update `index` (stream 0: regression, all grid states) or critic
+        iteration `index` (stream 1: the GAN term's real samples, only the states at grid
+        index `at`)."""
         idx = ode_pairs.pair_batch(pairs, index, self.cfg.batch_size, self.cfg.seed + 7919 * stream)
         prompts = [self.world.prompts[i] for i in pairs["prompt"][idx]]
-        return jnp.asarray(pairs["x"][idx]), jnp.asarray(self.world.contexts.encode(prompts))
+        x = pairs["x"][idx] if at is None else pairs["x"][idx, at]
+        return jnp.asarray(x), jnp.asarray(self.world.contexts.encode(prompts))
 
     def _log(self, name: str, it: int, metrics: dict, its_per_s: float) -> dict:
         row = {"stage": name, "iteration": it}
