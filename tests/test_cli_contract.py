@@ -129,6 +129,7 @@ BAD = [
     case("train.dmd", ["--regression-weight", "-0.5", "--out", "{tmp}"], "--regression-weight"),
     case("train.dmd", ["--regression-pairs", "0", "--out", "{tmp}"], "--regression-pairs"),
     case("train.dmd", ["--gan-weight", "-1", "--out", "{tmp}"], "--gan-weight"),
+    case("train.dmd", ["--noise-shift", "0", "--out", "{tmp}"], "--noise-shift"),
     case("train.memory", ["--layout", "bogus"], "--layout"),
     case("train.memory", ["--size", "1080p"], "--size"),
     case("train.calibrate", [], "--out"),

@@ -24,7 +24,7 @@ from train.checkpointing import StopFlag
 from train.dmd_config import DMDConfig
 from train.trainer import Networks, NonFiniteError, RunOptions, StageRunner, export_student
 from train.world import World, cached_world, toy_world
-from wanjax.argtypes import nonnegative_float, nonnegative_int, positive_int
+from wanjax.argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
 from wanjax.config import Precision
 from wanjax.io import checkpoint
 from wanjax.loading import load_dit_module
@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-weight", type=nonnegative_float,
                    help="weight of DMD2's GAN term (a head on the critic tells the student's "
                    "samples from the teacher's ODE samples); 0 turns it off (preset's; 0)")
+    p.add_argument("--noise-shift", type=positive_float,
+                   help="shift of the DMD and critic noise-level draws, sigma = shift(u); "
+                   "smaller spends more of the losses at low noise (default: the student's shift)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
@@ -86,7 +89,7 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
         "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
         "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
         "regression_pairs": args.regression_pairs, "gan_weight": args.gan_weight,
-        "seed": args.seed,
+        "noise_shift": args.noise_shift, "seed": args.seed,
     }.items() if v is not None}
     if args.student_steps:
         try:

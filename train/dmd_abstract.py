@@ -76,7 +76,7 @@ def lower_dmd_step(dit: DiTConfig, cfg: DMDConfig, mesh_cfg: MeshConfig, num_dev
         ctx = jax.ShapeDtypeStruct((cfg.batch_size, text_len, dit.text_dim), jnp.float32,
                                    sharding=NamedSharding(mesh, batch_spec))
         frozen_gen = real if stage == "low" else None
-        if setup.stage.crosses(cfg.boundary, cfg.shift):  # scores routed to both experts
+        if setup.stage.crosses(cfg.boundary, cfg.loss_shift):  # scores routed to both experts
             real = {"high": real, "low": real}
         step = critic_step if which == "critic" else gen_step
         return step.trace(state, (real, frozen_gen), (ctx, ctx)).lower(lowering_platforms=(platform,))

@@ -28,6 +28,9 @@ class DMDConfig:
     t_min: float = 0.02
     t_max: float = 0.98
     phase_margin: float = 0.04
+    # shift of those draws, sigma = shift(u) (None: the student's `shift`); a smaller one spends
+    # more of both losses at low noise, where faint defects (ghost copies) are visible
+    noise_shift: float | None = None
     # two-time-scale updates: critic steps per generator step
     critic_ratio: int = 5
     # optimisation (AdamW, separate for generator and critic)
@@ -76,6 +79,8 @@ class DMDConfig:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if not 0.0 <= self.t_min < self.t_max <= 1.0:
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
+        if self.noise_shift is not None and self.noise_shift <= 0:
+            raise ValueError(f"noise_shift must be > 0, got {self.noise_shift}")
         few_step_schedule(self.raw_timesteps, self.shift)  # validates the list
 
     @property
@@ -86,6 +91,11 @@ class DMDConfig:
     def uses_ode_pairs(self) -> bool:
         """Whether the run needs teacher ODE pairs (regression targets or GAN real samples)."""
         return self.regression_weight > 0 or self.uses_gan
+
+    @property
+    def loss_shift(self) -> float:
+        """The shift of the DMD / critic noise-level draws."""
+        return self.shift if self.noise_shift is None else self.noise_shift
 
     @property
     def sigmas(self) -> np.ndarray:

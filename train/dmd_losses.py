@@ -31,7 +31,7 @@ class StageSetup:
     sigmas: np.ndarray  # student grid, K + 1 values
     targets: np.ndarray  # per-step renoise endpoints (phased: sigma_b on high steps)
     n_high: int  # student steps owned by the high expert
-    shift: float
+    shift: float  # of the noise-level draws (DMDConfig.loss_shift)
     boundary: float
     guidance_high: float
     guidance_low: float

@@ -37,7 +37,8 @@ ERROR_RATIO = 2.0
 
 
 def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
-                  regression_weight: float = 0.0, gan_weight: float = 0.0) -> Path:
+                  regression_weight: float = 0.0, gan_weight: float = 0.0,
+                  noise_shift: float | None = None) -> Path:
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
@@ -47,6 +48,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--regression-weight", str(regression_weight)]
     if gan_weight:
         argv += ["--gan-weight", str(gan_weight)]
+    if noise_shift is not None:
+        argv += ["--noise-shift", str(noise_shift)]
     return dmd.run(dmd._parser().parse_args(argv))
 
 

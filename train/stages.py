@@ -57,13 +57,13 @@ def make_stage(cfg: DMDConfig, name: str) -> Stage:
         tau = float(sigmas[n_high]) if n_high < k else 0.0
         if tau == 0.0:  # every step is high-noise: an ordinary x0 student
             return Stage("high", 0, k, 0.0, cfg.t_min, cfg.t_max)
-        raw_b = unshift(tau, cfg.shift)
+        raw_b = unshift(tau, cfg.loss_shift)
         m = cfg.phase_margin * (1.0 - raw_b)
         return Stage("high", 0, n_high, tau, raw_b + m, 1.0 - m)
     if name == "low":
         if n_high == 0:
             return Stage("low", 0, k, 0.0, cfg.t_min, cfg.t_max)
-        raw_b = unshift(float(sigmas[n_high]), cfg.shift)
+        raw_b = unshift(float(sigmas[n_high]), cfg.loss_shift)
         return Stage("low", n_high, k, 0.0, cfg.phase_margin * raw_b,
                      (1.0 - cfg.phase_margin) * raw_b)
     raise ValueError(f"unknown stage {name!r}")

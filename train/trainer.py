@@ -70,7 +70,7 @@ def compiled_steps(cfg: DMDConfig, stage: str, graphdef_train, graphdef_real, la
 
 def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
     return StageSetup(make_stage(cfg, name), cfg.sigmas, cfg.sample_config().renoise_targets(),
-                      cfg.num_high_steps, cfg.shift, cfg.boundary, cfg.guidance_high,
+                      cfg.num_high_steps, cfg.loss_shift, cfg.boundary, cfg.guidance_high,
                       cfg.guidance_low, cfg.regression_weight, cfg.gan_weight,
                       cfg.gan_critic_weight)
 
@@ -88,7 +88,7 @@ def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
     if name == "joint":
         return t, t, t, None
     stage = make_stage(cfg, name)
-    routed = stage.crosses(cfg.boundary, cfg.shift)
+    routed = stage.crosses(cfg.boundary, cfg.loss_shift)
     real = t if routed else t[name]
     critic = t if routed and stage.tau == 0.0 and stage.num_steps == len(cfg.sigmas) - 1 \
         else t[name]

@@ -234,3 +234,28 @@ def test_route_with_a_batch_side_runs_only_that_expert():
         got = jax.jit(lambda s: route(apply, {"high": hp, "low": lp}, x, t, ctx, 0.875, s))(side)
         np.testing.assert_allclose(np.asarray(got), np.asarray(apply(want, x, t, ctx)),
                                    rtol=1e-5, atol=1e-5)  # jit vs eager rounding only
+
+
+def test_noise_shift_warps_only_the_loss_noise_levels():
+    """`noise_shift` changes where the DMD / critic losses draw sigma, not the student's grid;
+    phased stages still keep their draws on their own side of the hand-over level."""
+    from train.dmd_losses import sample_noise_level
+    from train.trainer import stage_setup
+
+    base = DMDConfig(raw_timesteps=(1000.0, 500.0))
+    cfg = DMDConfig(raw_timesteps=(1000.0, 500.0), noise_shift=1.0)
+    np.testing.assert_array_equal(cfg.sigmas, base.sigmas)
+    assert cfg.sample_config() == base.sample_config()
+    tau = float(cfg.sigmas[1])  # 5 * 0.5 / 3 = 0.8333, the hand-over level
+    for name, inside in (("high", lambda s: s > tau), ("low", lambda s: s < tau)):
+        setup = stage_setup(cfg, name)
+        assert setup.shift == 1.0
+        draw = jax.jit(jax.vmap(lambda k, s=setup: sample_noise_level(s, k, 8)[0]))
+        sigma = np.asarray(draw(jax.random.split(jax.random.key(3), 4000))).ravel()
+        assert np.all(inside(sigma))
+        st = setup.stage  # shift 1: sigma = u, uniform on the stage's range
+        qs = np.array([0.1, 0.5, 0.9])
+        np.testing.assert_allclose(np.quantile(sigma, qs), st.raw_lo + (st.raw_hi - st.raw_lo) * qs,
+                                   atol=0.01)
+    with pytest.raises(ValueError, match="noise_shift"):
+        DMDConfig(noise_shift=0.0)
