@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-weight", type=nonnegative_float,
                    help="weight of DMD2's GAN term (a head on the critic tells the student's "
                    "samples from the teacher's ODE samples); 0 turns it off (preset's; 0)")
+    p.add_argument("--gan-real", choices=("teacher", "data"),
+                   help="the GAN term's real samples: the teacher's ODE endpoints (no data "
+                   "needed) or real data (DMD2's choice; the toy world renders it, a14b reads "
+                   "--real-latents) (preset's; teacher)")
+    p.add_argument("--real-latents",
+                   help="a14b with --gan-real data: folder of real video latents (latents.npy "
+                   "[N,C,F,H,W] from the Wan VAE + prompts.txt, one caption per line)")
     p.add_argument("--noise-shift", type=positive_float,
                    help="shift of the DMD and critic noise-level draws, sigma = shift(u); "
                    "smaller spends more of the losses at low noise (default: the student's shift)")
@@ -89,7 +96,7 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
         "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
         "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
         "regression_pairs": args.regression_pairs, "gan_weight": args.gan_weight,
-        "noise_shift": args.noise_shift, "seed": args.seed,
+        "noise_shift": args.noise_shift, "gan_real": args.gan_real, "seed": args.seed,
     }.items() if v is not None}
     if args.student_steps:
         try:
@@ -129,7 +136,7 @@ def _world(args, preset_name: str) -> World:
     if not args.text_cache:
         raise ValueError("--preset a14b needs --text-cache (build it with wanjax.text.cache)")
     shape = tuple(int(v) for v in (args.latent_shape or "16,21,60,104").split(","))
-    return cached_world(args.text_cache, shape, 512, args.prompts)
+    return cached_world(args.text_cache, shape, 512, args.prompts, args.real_latents)
 
 
 def _load_student(out: Path) -> dict:
@@ -178,6 +185,9 @@ def run(args, on_iteration=None) -> Path:
     mesh_cfg = parse_mesh(args.mesh) if args.mesh else None  # a bad spec fails before loading
     _check_settings(out, cfg, teacher, not args.no_resume)
     world = _world(args, args.preset)
+    if cfg.uses_gan and cfg.gan_real == "data" and world.real_samples is None:
+        raise ValueError("--gan-real data needs real samples: the toy world renders them; "
+                         "--preset a14b needs --real-latents DIR (latents.npy + prompts.txt)")
     nets = load_networks(teacher, cfg)
     mesh = make_mesh(mesh_cfg) if mesh_cfg is not None else None
     if mesh is not None:

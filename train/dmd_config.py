@@ -50,9 +50,11 @@ class DMDConfig:
     regression_ode_steps: int = 40  # Euler steps of the teacher's CFG flow ODE
     regression_ode_shift: float = 3.0
     # optional GAN term (DMD2 section 4.3; 0: off): a head on the critic's last-block tokens
-    # tells noised generated samples from noised teacher ODE endpoints (the regression pairs);
+    # tells noised generated samples from noised real ones: the teacher's ODE endpoints (the
+    # regression pairs; no data needed) or, with gan_real='data', the world's real latents;
     # generator loss += gan_weight * -log D(fake), critic loss += gan_critic_weight * BCE
     gan_weight: float = 0.0
+    gan_real: Literal["teacher", "data"] = "teacher"
     gan_critic_weight: float = 0.01
     gan_lr: float = 1e-4  # the head's own AdamW
     gan_hidden: int = 256
@@ -75,6 +77,8 @@ class DMDConfig:
                 or self.gan_hidden < 1:
             raise ValueError("need gan_weight >= 0, gan_critic_weight >= 0, gan_lr > 0 and "
                              "gan_hidden >= 1")
+        if self.gan_real not in ("teacher", "data"):
+            raise ValueError(f"gan_real must be 'teacher' or 'data', got {self.gan_real!r}")
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if not 0.0 <= self.t_min < self.t_max <= 1.0:
@@ -90,7 +94,7 @@ class DMDConfig:
     @property
     def uses_ode_pairs(self) -> bool:
         """Whether the run needs teacher ODE pairs (regression targets or GAN real samples)."""
-        return self.regression_weight > 0 or self.uses_gan
+        return self.regression_weight > 0 or (self.uses_gan and self.gan_real == "teacher")
 
     @property
     def loss_shift(self) -> float:

@@ -38,7 +38,7 @@ ERROR_RATIO = 2.0
 
 def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
-                  noise_shift: float | None = None) -> Path:
+                  noise_shift: float | None = None, gan_real: str = "teacher") -> Path:
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
@@ -50,6 +50,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--gan-weight", str(gan_weight)]
     if noise_shift is not None:
         argv += ["--noise-shift", str(noise_shift)]
+    if gan_weight and gan_real != "teacher":
+        argv += ["--gan-real", gan_real]
     return dmd.run(dmd._parser().parse_args(argv))
 
 

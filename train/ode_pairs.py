@@ -22,6 +22,7 @@ from jaxtyping import Array, Float
 from tqdm import tqdm
 
 from train.data import pad_negative
+from train.real_data import epoch_indices
 from wanjax.sampling.loop import guided_velocity
 from wanjax.sampling.schedules import shift_sigma
 
@@ -132,7 +133,4 @@ def load_or_make(path: Path, settings: PairSettings, make) -> dict:
 def pair_batch(pairs: dict, gen_update: int, batch: int, seed: int) -> np.ndarray:
     """Indices of the pairs for generator update `gen_update`: epochs of a seeded permutation,
     a pure function of its arguments (so resume is exact)."""
-    n = len(pairs["prompt"])
-    pos = gen_update * batch + np.arange(batch)
-    perms = {int(e): np.random.default_rng((seed, int(e))).permutation(n) for e in set(pos // n)}
-    return np.array([perms[int(p // n)][p % n] for p in pos])
+    return epoch_indices(len(pairs["prompt"]), gen_update, batch, seed)

@@ -138,7 +138,8 @@ class StageRunner:
         frozen = (real, frozen_gen)
         neg = jnp.asarray(self.world.contexts.negative(cfg.batch_size))
         pairs = self.ode_pairs() if cfg.uses_ode_pairs else None
-        endpoint = stage_setup(cfg, name).endpoint_index
+        setup = stage_setup(cfg, name)
+        endpoint, tau = setup.endpoint_index, setup.stage.tau
         start = int(state.step)
         bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                    desc=f"dmd {name}", disable=opts.quiet, unit="it")
@@ -156,9 +157,7 @@ class StageRunner:
                 metrics.update(m)
                 if opts.sample_every and int(state.gen_updates) % opts.sample_every == 0:
                     self.write_samples(name, state, student, int(state.gen_updates))
-            real = None
-            if cfg.uses_gan:  # its own stream of pairs; only the endpoint states go to devices
-                real = self._pair_batch(pairs, it, stream=1, at=endpoint)
+            real = self._gan_real_batch(pairs, it, endpoint, tau) if cfg.uses_gan else None
             state, m = critic_step(state, frozen, batch, real)
             metrics.update(m)
             if it % opts.log_every == 0 or it == cfg.iterations - 1:
@@ -208,6 +207,19 @@ class StageRunner:
         prompts = [self.world.prompts[i] for i in pairs["prompt"][idx]]
         x = pairs["x"][idx] if at is None else pairs["x"][idx, at]
         return jnp.asarray(x), jnp.asarray(self.world.contexts.encode(prompts))
+
+    def _gan_real_batch(self, pairs: dict | None, it: int, endpoint: int, tau: float):
+        """The GAN critic's real samples for critic iteration `it`, at the stage's endpoint
+        noise level `tau`: teacher ODE states there (their own stream of pairs; only those states
+        go to devices), or real latents brought to tau with fresh noise on the bridge."""
+        cfg = self.cfg
+        if cfg.gan_real == "teacher":
+            return self._pair_batch(pairs, it, stream=1, at=endpoint)
+        x0, prompts = self.world.real_samples(it, cfg.batch_size, cfg.seed)
+        if tau > 0.0:
+            eps = np.random.default_rng((cfg.seed, 2, it)).standard_normal(x0.shape, np.float32)
+            x0 = (1.0 - tau) * x0 + tau * eps
+        return jnp.asarray(x0), jnp.asarray(self.world.contexts.encode(prompts))
 
     def _log(self, name: str, it: int, metrics: dict, its_per_s: float) -> dict:
         row = {"stage": name, "iteration": it}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import CachedContexts, ContextSource, FunctionContexts
+from train.real_data import RealSource, latent_folder, toy_renders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,8 @@ class World:
     sample_prompts: tuple[str, ...]
     # writes generated samples for humans (toy: mp4s; latent worlds: .npy latents)
     save_samples: Callable[[np.ndarray, Sequence[str], Path], None]
+    # clean real latents for the GAN term with gan_real='data' (train/real_data.py); None: none
+    real_samples: RealSource | None = None
 
 
 def save_latents(latents: np.ndarray, prompts: Sequence[str], out: Path) -> None:
@@ -44,12 +47,14 @@ def toy_world() -> World:
         contexts=FunctionContexts(lambda p: toy.encode_prompts(p)[0], toy.negative_context),
         sample_prompts=prompts[:: max(1, len(prompts) // 8)][:8],
         save_samples=save,
+        real_samples=toy_renders(),
     )
 
 
 def cached_world(text_cache: str, latent_shape: tuple[int, ...], text_len: int = 512,
-                 prompts_file: str | None = None) -> World:
-    """A real world: prompts and their umT5 embeddings from a cache built offline."""
+                 prompts_file: str | None = None, real_latents: str | None = None) -> World:
+    """A real world: prompts and their umT5 embeddings from a cache built offline (and, for
+    the GAN term, real latents with their captions)."""
     contexts = CachedContexts(text_cache, text_len)
     cached = contexts.prompts()
     if prompts_file:
@@ -65,4 +70,5 @@ def cached_world(text_cache: str, latent_shape: tuple[int, ...], text_len: int =
         prompts = tuple(cached)
     if not prompts:
         raise ValueError(f"no prompts: the text cache {text_cache} is empty")
-    return World(latent_shape, prompts, contexts, prompts[:4], save_latents)
+    real = latent_folder(real_latents, latent_shape, contexts.has) if real_latents else None
+    return World(latent_shape, prompts, contexts, prompts[:4], save_latents, real)
