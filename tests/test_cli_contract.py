@@ -152,6 +152,8 @@ BAD = [
     case("train.dmd_report", ["--regression-weight", "nan", "--out", "{tmp}"],
          "--regression-weight"),
     case("train.dmd_report", ["--gan-students", "3", "--out", "{tmp}"], "--gan-students"),
+    case("train.dmd_report", ["--noise-shift", "-1", "--out", "{tmp}"], "--noise-shift"),
+    case("train.dmd_report", ["--gan-real", "pixels", "--out", "{tmp}"], "--gan-real"),
     case("train.toy.teacher", [], "--out"),
     case("train.toy.teacher", ["--out", "{tmp}/t", "--steps", "0"], "--steps"),
     case("train.toy.classifier", ["--out", "{tmp}/c", "--steps", "0"], "--steps"),

@@ -22,7 +22,13 @@ from train.toy import metrics
 from train.toy.data import eval_prompts
 from train.toy.sample import sample_videos, teacher_config
 from train.toy.teacher import load_teacher
-from wanjax.argtypes import at_least, nonnegative_float, positive_int, positive_int_list
+from wanjax.argtypes import (
+    at_least,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    positive_int_list,
+)
 from wanjax.io import checkpoint
 from wanjax.pipeline import student_sample_config
 
@@ -114,6 +120,12 @@ def main(argv=None) -> int:
                    "(%(default)s: off)")
     p.add_argument("--gan-students", type=positive_int_list, default="1,2,4",
                    help="step counts of the students that get the GAN term (%(default)s)")
+    p.add_argument("--gan-real", choices=("teacher", "data"), default="teacher",
+                   help="the GAN term's real samples: the teacher's ODE endpoints or fresh real "
+                   "renders (%(default)s)")
+    p.add_argument("--noise-shift", type=positive_float, default=None,
+                   help="shift of every student's DMD / critic / GAN noise levels (default: the "
+                   "student grid's, 5)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
@@ -148,7 +160,7 @@ def main(argv=None) -> int:
     for n in STEP_COUNTS:
         print(f"[report] training the {n}-step student", flush=True)
         path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
-                             reg[n], gan_w[n])
+                             reg[n], gan_w[n], args.noise_shift, args.gan_real)
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -163,7 +175,10 @@ def main(argv=None) -> int:
         f"Students: {args.iterations} critic iterations per stage; teacher-ODE regression "
         "weight " + ", ".join(f"{reg[n]:g} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
         + "; GAN weight " + ", ".join(f"{gan_w[n]:g}" for n in STEP_COUNTS)
-        + " (1, 2, 4 steps; 0 and 0: plain DMD2).",
+        + " (1, 2, 4 steps; 0 and 0: plain DMD2), its real samples "
+        + ("the teacher's ODE endpoints" if args.gan_real == "teacher" else "real renders")
+        + "; noise-level shift of the losses "
+        + ("the grid's (5)" if args.noise_shift is None else f"{args.noise_shift:g}") + ".",
         "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
         "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
         "", "Sample grids (one row per prompt, frames left to right): "
@@ -173,7 +188,8 @@ def main(argv=None) -> int:
     (out / "report.json").write_text(json.dumps(
         {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
          "teacher": args.teacher, "iterations": args.iterations,
-         "regression_weight": reg, "gan_weight": gan_w}, indent=2))
+         "regression_weight": reg, "gan_weight": gan_w, "gan_real": args.gan_real,
+         "noise_shift": args.noise_shift}, indent=2))
     print(text)
     return 0
 

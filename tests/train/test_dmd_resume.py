@@ -117,14 +117,14 @@ def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
 GAN = ["--gan-weight", "0.5", "--regression-pairs", "6"]
 
 
-def test_gan_run_resumes_exactly_and_logs_both_sides(teacher, tmp_path):
-    """With the GAN term on, the head and its optimizer are part of the checkpoint: a SIGTERM +
-    resume equals the straight run; both sides of the term are logged."""
+def test_gan_run_on_teacher_samples_logs_both_sides(teacher, tmp_path):
+    """With the GAN term on teacher samples, the ODE pairs are made for it alone and both sides
+    of the term are logged (its resume is checked on real data below: the same state)."""
     _run(teacher, tmp_path / "straight", extra=GAN)
     rows = _rows(tmp_path / "straight")
     assert all(r["gan_gen_loss"] > 0 and r["gan_critic_loss"] > 0 for r in rows)
     assert all("regression_loss" not in r for r in rows)
-    _preempted_run_equals(teacher, tmp_path, GAN, at=2)
+    assert (tmp_path / "straight" / "ode_pairs.npz").is_file()
 
 
 GAN_DATA = ["--gan-weight", "0.5", "--gan-real", "data", "--student-steps", "1000,500"]
@@ -133,7 +133,8 @@ GAN_DATA = ["--gan-weight", "0.5", "--gan-real", "data", "--student-steps", "100
 def test_gan_on_real_data_needs_no_pairs_and_resumes_exactly(teacher, tmp_path):
     """GAN against the toy world's real renders, on a 2-step phased student (stage 1's real
     samples are renders noised to its endpoint): no teacher ODE pairs are made, both stages log
-    the term, and a SIGTERM in stage 1 + resume equals the straight run."""
+    the term, and with the head and its optimizer in the checkpoint a SIGTERM in stage 1 +
+    resume equals the straight run."""
     _run(teacher, tmp_path / "straight", extra=GAN_DATA)
     rows = _rows(tmp_path / "straight")
     assert {r["stage"] for r in rows} == {"high", "low"}
