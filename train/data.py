@@ -25,6 +25,14 @@ def pad_negative(neg, ctx):
     return jnp.pad(neg, ((0, 0), (0, pad), (0, 0)))
 
 
+def epoch_indices(n: int, index: int, batch: int, seed: int) -> np.ndarray:
+    """Indices of batch `index` over `n` items: epochs of a seeded permutation (a pure function
+    of its arguments)."""
+    pos = index * batch + np.arange(batch)
+    perms = {int(e): np.random.default_rng((seed, int(e))).permutation(n) for e in set(pos // n)}
+    return np.array([perms[int(p // n)][p % n] for p in pos])
+
+
 class ContextSource(Protocol):
     """Turns prompts into DiT contexts `[B, L, text_dim]` (rows past each prompt's length zero)."""
 

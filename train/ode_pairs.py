@@ -21,8 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float
 from tqdm import tqdm
 
-from train.data import pad_negative
-from train.real_data import epoch_indices
+from train.data import epoch_indices, pad_negative
 from wanjax.sampling.loop import guided_velocity
 from wanjax.sampling.schedules import shift_sigma
 

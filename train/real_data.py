@@ -14,15 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from train.data import epoch_indices
+
 RealSource = Callable[[int, int, int], tuple[np.ndarray, list[str]]]
-
-
-def epoch_indices(n: int, index: int, batch: int, seed: int) -> np.ndarray:
-    """Indices of batch `index` over `n` items: epochs of a seeded permutation (a pure function
-    of its arguments)."""
-    pos = index * batch + np.arange(batch)
-    perms = {int(e): np.random.default_rng((seed, int(e))).permutation(n) for e in set(pos // n)}
-    return np.array([perms[int(p // n)][p % n] for p in pos])
 
 
 def toy_renders() -> RealSource:

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from train import gan, ode_pairs
+from train import dmd_math, gan, ode_pairs
 from train.checkpointing import Checkpoints, StopFlag
 from train.data import pad_negative, prompt_batches
 from train.dmd_config import DMDConfig
@@ -216,10 +216,11 @@ class StageRunner:
         if cfg.gan_real == "teacher":
             return self._pair_batch(pairs, it, stream=1, at=endpoint)
         x0, prompts = self.world.real_samples(it, cfg.batch_size, cfg.seed)
+        x = jnp.asarray(x0)
         if tau > 0.0:
             eps = np.random.default_rng((cfg.seed, 2, it)).standard_normal(x0.shape, np.float32)
-            x0 = (1.0 - tau) * x0 + tau * eps
-        return jnp.asarray(x0), jnp.asarray(self.world.contexts.encode(prompts))
+            x = dmd_math.noise_to(x, 0.0, jnp.full((len(x0),), tau, jnp.float32), jnp.asarray(eps))
+        return x, jnp.asarray(self.world.contexts.encode(prompts))
 
     def _log(self, name: str, it: int, metrics: dict, its_per_s: float) -> dict:
         row = {"stage": name, "iteration": it}
