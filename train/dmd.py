@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-shift", type=positive_float,
                    help="shift of the DMD and critic noise-level draws, sigma = shift(u); "
                    "smaller spends more of the losses at low noise (default: the student's shift)")
+    p.add_argument("--gan-noise-shift", type=positive_float,
+                   help="with --gan-weight: the GAN term draws its own noise levels with this "
+                   "shift (e.g. 1: realness judged at low noise, where faint defects show) while "
+                   "the DMD term keeps its own; costs a second critic pass (default: the GAN "
+                   "shares the DMD term's levels)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
@@ -97,6 +102,7 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
         "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
         "regression_pairs": args.regression_pairs, "gan_weight": args.gan_weight,
         "noise_shift": args.noise_shift, "gan_real": args.gan_real, "seed": args.seed,
+        "gan_noise_shift": args.gan_noise_shift,
     }.items() if v is not None}
     if args.student_steps:
         try:

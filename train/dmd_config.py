@@ -56,6 +56,10 @@ class DMDConfig:
     gan_weight: float = 0.0
     gan_real: Literal["teacher", "data"] = "teacher"
     gan_critic_weight: float = 0.01
+    # shift of the GAN term's own noise-level draws (None: it shares the DMD loss's draws, one
+    # critic pass); a small one (e.g. 1) judges realness where faint defects show while the DMD
+    # term keeps its high-noise levels, where the prompt's layout is decided (a second pass)
+    gan_noise_shift: float | None = None
     gan_lr: float = 1e-4  # the head's own AdamW
     gan_hidden: int = 256
     # run
@@ -85,6 +89,8 @@ class DMDConfig:
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got {self.t_min}, {self.t_max}")
         if self.noise_shift is not None and self.noise_shift <= 0:
             raise ValueError(f"noise_shift must be > 0, got {self.noise_shift}")
+        if self.gan_noise_shift is not None and self.gan_noise_shift <= 0:
+            raise ValueError(f"gan_noise_shift must be > 0, got {self.gan_noise_shift}")
         few_step_schedule(self.raw_timesteps, self.shift)  # validates the list
 
     @property

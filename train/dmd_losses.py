@@ -38,10 +38,23 @@ class StageSetup:
     regression_weight: float = 0.0
     gan_weight: float = 0.0  # generator side of the GAN term (0: off)
     gan_critic_weight: float = 0.0  # critic side
+    gan_shift: float | None = None  # the GAN term's own noise-level draws (None: the DMD's)
 
     @property
     def gan(self) -> bool:
         return self.gan_weight > 0.0
+
+    @property
+    def gan_apart(self) -> bool:
+        """Whether the GAN term draws its own noise levels (a second critic pass)."""
+        return self.gan and self.gan_shift is not None
+
+    def gan_draws(self) -> StageSetup:
+        """The setup whose `sample_noise_level` gives the GAN term's noise levels: the stage's
+        sigma range, warped by `gan_shift`."""
+        assert self.gan_shift is not None
+        return dataclasses.replace(self, stage=self.stage.reshifted(self.shift, self.gan_shift),
+                                   shift=self.gan_shift)
 
     @property
     def endpoint_index(self) -> int:
@@ -135,6 +148,17 @@ def sample_noise_level(setup: StageSetup, key, batch: int):
     return sigma, side
 
 
+def _gan_noised(setup: StageSetup, key, *xs):
+    """`(*xs noised to the GAN term's own levels, t [B], side)`: one draw of sigma shared by
+    every array in `xs`, fresh noise for each."""
+    level_key, eps_key = jax.random.split(key)
+    sigma, side = sample_noise_level(setup.gan_draws(), level_key, xs[0].shape[0])
+    tau = setup.stage.tau
+    noised = [dmd_math.noise_to(x, tau, sigma, jax.random.normal(k, x.shape, jnp.float32))
+              for x, k in zip(xs, jax.random.split(eps_key, len(xs)), strict=True)]
+    return *noised, sigma * 1000.0, side
+
+
 def _guidance(setup: StageSetup, sigma):
     """The CFG scale of the expert that owns each sample's noise level."""
     return jnp.where(sigma * 1000.0 >= setup.boundary * 1000.0, setup.guidance_high,
@@ -154,19 +178,24 @@ def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real
     sigma, side = sample_noise_level(setup, t_key, b)
     eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
     use_gan = disc is not None and setup.gan
-    # with the GAN term the critic also sees x_t with its gradient path back to the generator
-    x_t = dmd_math.noise_to(x_gen if use_gan else jax.lax.stop_gradient(x_gen), tau, sigma, eps)
+    # with the GAN term on the DMD's noise levels the critic's one pass also sees x_t with its
+    # gradient path back to the generator; with its own levels the GAN makes a second pass
+    shared = use_gan and not setup.gan_apart
+    x_t = dmd_math.noise_to(x_gen if shared else jax.lax.stop_gradient(x_gen), tau, sigma, eps)
     t = sigma * 1000.0
     x_t_sg = jax.lax.stop_gradient(x_t)
     both = route(apply_real, real, jnp.concatenate([x_t_sg, x_t_sg]), jnp.concatenate([t, t]),
                  jnp.concatenate([ctx, neg]), setup.boundary, side)
     v_cond, v_uncond = jnp.split(both, 2)
     v_real = dmd_math.cfg_velocity(v_cond, v_uncond, _guidance(setup, sigma))
-    if use_gan:
+    if shared:
         v_fake, tokens = route(apply_feats, critic, x_t, t, ctx, setup.boundary, side)
         v_fake = jax.lax.stop_gradient(v_fake)
     else:
         v_fake = route(apply_train, critic, x_t, t, ctx, setup.boundary, side)
+    if use_gan and not shared:
+        x_g, t_g, side_g = _gan_noised(setup, jax.random.fold_in(key, 1), x_gen)
+        _, tokens = route(apply_feats, critic, x_g, t_g, ctx, setup.boundary, side_g)
     x_real = dmd_math.tweedie_endpoint(x_t_sg, sigma, tau, v_real)
     x_fake = dmd_math.tweedie_endpoint(x_t_sg, sigma, tau, v_fake)
     grad = jax.lax.stop_gradient(dmd_math.dmd_gradient(jax.lax.stop_gradient(x_gen), x_fake, x_real))
@@ -202,14 +231,28 @@ def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, 
         v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary, side)
         loss = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
         return loss, {"critic_loss": loss}
-    # one batch of 2B: generated then real, both noised to the same levels
     real_x, real_ctx = real_batch
+    if setup.gan_apart:  # flow matching at the DMD's levels, the GAN at its own
+        v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary, side)
+        flow = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
+        fake_g, real_g, t_g, side_g = _gan_noised(setup, jax.random.fold_in(key, 1), x_gen, real_x)
+        _, tokens = route(apply_feats, critic, jnp.concatenate([fake_g, real_g]),
+                          jnp.concatenate([t_g, t_g]), jnp.concatenate([ctx, real_ctx]),
+                          setup.boundary, side_g)
+        return _with_discriminator(flow, disc, tokens, setup)
+    # one batch of 2B: generated then real, both noised to the same levels
     real_eps = jax.random.normal(jax.random.fold_in(eps_key, 1), x_gen.shape, jnp.float32)
     real_t = dmd_math.noise_to(real_x, tau, sigma, real_eps)
     t = sigma * 1000.0
     v, tokens = route(apply_feats, critic, jnp.concatenate([x_t, real_t]), jnp.concatenate([t, t]),
                       jnp.concatenate([ctx, real_ctx]), setup.boundary, side)
     flow = dmd_math.critic_loss(v[:b], x_t, x_gen, sigma, tau)
+    return _with_discriminator(flow, disc, tokens, setup)
+
+
+def _with_discriminator(flow, disc, tokens, setup: StageSetup):
+    """The critic's loss and metrics: flow matching + the GAN discriminator's BCE on `tokens`
+    (generated samples' first, then real ones')."""
     fake_logits, real_logits = jnp.split(gan.logits(disc, tokens), 2)
     d = gan.critic_loss(real_logits, fake_logits)
     loss = flow + setup.gan_critic_weight * d

@@ -44,7 +44,8 @@ ERROR_RATIO = 2.0
 
 def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
-                  noise_shift: float | None = None, gan_real: str = "teacher") -> Path:
+                  noise_shift: float | None = None, gan_real: str = "teacher",
+                  gan_noise_shift: float | None = None) -> Path:
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
@@ -58,6 +59,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--noise-shift", str(noise_shift)]
     if gan_weight and gan_real != "teacher":
         argv += ["--gan-real", gan_real]
+    if gan_weight and gan_noise_shift is not None:
+        argv += ["--gan-noise-shift", str(gan_noise_shift)]
     return dmd.run(dmd._parser().parse_args(argv))
 
 
@@ -126,6 +129,9 @@ def main(argv=None) -> int:
     p.add_argument("--noise-shift", type=positive_float, default=None,
                    help="shift of every student's DMD / critic / GAN noise levels (default: the "
                    "student grid's, 5)")
+    p.add_argument("--gan-noise-shift", type=positive_float, default=None,
+                   help="the GAN term's own noise-level shift (default: it shares the DMD "
+                   "term's levels)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
@@ -160,7 +166,8 @@ def main(argv=None) -> int:
     for n in STEP_COUNTS:
         print(f"[report] training the {n}-step student", flush=True)
         path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
-                             reg[n], gan_w[n], args.noise_shift, args.gan_real)
+                             reg[n], gan_w[n], args.noise_shift, args.gan_real,
+                             args.gan_noise_shift)
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -178,7 +185,9 @@ def main(argv=None) -> int:
         + " (1, 2, 4 steps; 0 and 0: plain DMD2), its real samples "
         + ("the teacher's ODE endpoints" if args.gan_real == "teacher" else "real renders")
         + "; noise-level shift of the losses "
-        + ("the grid's (5)" if args.noise_shift is None else f"{args.noise_shift:g}") + ".",
+        + ("the grid's (5)" if args.noise_shift is None else f"{args.noise_shift:g}")
+        + ("" if args.gan_noise_shift is None
+           else f", the GAN term's own {args.gan_noise_shift:g}") + ".",
         "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
         "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
         "", "Sample grids (one row per prompt, frames left to right): "
@@ -189,7 +198,7 @@ def main(argv=None) -> int:
         {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
          "teacher": args.teacher, "iterations": args.iterations,
          "regression_weight": reg, "gan_weight": gan_w, "gan_real": args.gan_real,
-         "noise_shift": args.noise_shift}, indent=2))
+         "noise_shift": args.noise_shift, "gan_noise_shift": args.gan_noise_shift}, indent=2))
     print(text)
     return 0
 

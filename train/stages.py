@@ -47,6 +47,11 @@ class Stage:
         lo, hi = self.sigma_range(shift)
         return lo < boundary <= hi
 
+    def reshifted(self, shift: float, new_shift: float) -> Stage:
+        """The same sigma range, with its raw bounds for draws warped by `new_shift`."""
+        lo, hi = self.sigma_range(shift)
+        return dataclasses.replace(self, raw_lo=unshift(lo, new_shift), raw_hi=unshift(hi, new_shift))
+
 
 def make_stage(cfg: DMDConfig, name: str) -> Stage:
     sigmas = cfg.sigmas

@@ -114,12 +114,13 @@ def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
         _run(teacher, tmp_path / "resumed", extra=["--regression-weight", "3", "--regression-pairs", "6"])
 
 
-GAN = ["--gan-weight", "0.5", "--regression-pairs", "6"]
+GAN = ["--gan-weight", "0.5", "--regression-pairs", "6", "--gan-noise-shift", "1"]
 
 
 def test_gan_run_on_teacher_samples_logs_both_sides(teacher, tmp_path):
-    """With the GAN term on teacher samples, the ODE pairs are made for it alone and both sides
-    of the term are logged (its resume is checked on real data below: the same state)."""
+    """With the GAN term on teacher samples (at its own noise levels: the second critic pass),
+    the ODE pairs are made for it alone and both sides of the term are logged (its resume is
+    checked on real data below: the same state)."""
     _run(teacher, tmp_path / "straight", extra=GAN)
     rows = _rows(tmp_path / "straight")
     assert all(r["gan_gen_loss"] > 0 and r["gan_critic_loss"] > 0 for r in rows)

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from configs import toy
@@ -130,6 +131,72 @@ def test_critic_gan_term_tells_noised_real_from_generated():
     grads = jax.grad(lambda c, d: critic_loss(c, *args[1:], (real_x, CTX), d, linear_feats)[0],
                      argnums=(0, 1))(CRITIC, head)
     assert all(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads[1]))
+
+
+def _gan_levels(setup, n_arrays):
+    """The GAN term's own draws, rebuilt from the losses' keys: (sigma [B], [eps per array])."""
+    level_key, eps_key = jax.random.split(jax.random.fold_in(KEY, 1))
+    sigma, _ = sample_noise_level(setup.gan_draws(), level_key, SHAPE[0])
+    eps = [np.asarray(jax.random.normal(k, SHAPE, jnp.float32))
+           for k in jax.random.split(eps_key, n_arrays)]
+    return np.asarray(sigma, np.float64).reshape(-1, 1, 1, 1, 1), eps
+
+
+def test_gan_on_its_own_noise_levels_leaves_the_dmd_and_flow_terms_alone():
+    """`gan_shift`: the DMD and flow-matching terms are those of the run without the GAN (same
+    keys, same levels); the GAN term sees the samples at its own levels, from its own shift."""
+    _, shared = setup_for(0.25, gan_critic_weight=0.5)
+    setup = dataclasses.replace(shared, gan_shift=1.0)
+    assert setup.gan_apart and not shared.gan_apart
+    assert not dataclasses.replace(setup, gan_weight=0.0).gan_apart
+    head = random_head()
+    x_gen = np.asarray(NOISE) - (0.3 * np.asarray(NOISE) - 0.7)
+    # generator
+    _, m0 = _gen_loss(GEN, dataclasses.replace(setup, gan_weight=0.0), head)
+    both, m1 = _gen_loss(GEN, setup, head)
+    np.testing.assert_allclose(m1["dmd_loss"], m0["dmd_loss"], rtol=1e-6)
+    s, (eps,) = _gan_levels(setup, 1)
+    x_g = (1 - s) * x_gen + s * eps
+    want = np.mean(softplus64(-head_logits64(head, x_g.reshape(2, 2, 4) * 0.1)))
+    np.testing.assert_allclose(m1["gan_gen_loss"], want, rtol=1e-4)
+    np.testing.assert_allclose(both - m0["gen_loss"], 0.25 * want, rtol=1e-4)
+    g = jax.grad(lambda p: _gen_loss(p, setup, head)[0])(GEN)
+    g0 = jax.grad(lambda p: _gen_loss(p, dataclasses.replace(setup, gan_weight=0.0), head)[0])(GEN)
+    assert abs(float(g["w"] - g0["w"])) > 1e-6  # the GAN gradient reaches the generator
+    # critic
+    real_x = jnp.asarray(RNG.standard_normal(SHAPE), jnp.float32)
+    args = (CRITIC, GEN, None, linear_apply, setup, NOISE, CTX, KEY)
+    plain, _ = critic_loss(*args)
+    total, m = critic_loss(*args, (real_x, CTX), head, linear_feats)
+    np.testing.assert_allclose(m["critic_loss"], plain, rtol=1e-6)
+    s, (eps_fake, eps_real) = _gan_levels(setup, 2)
+    lf = head_logits64(head, ((1 - s) * x_gen + s * eps_fake).reshape(2, 2, 4) * 0.1)
+    lr = head_logits64(head, ((1 - s) * np.asarray(real_x) + s * eps_real).reshape(2, 2, 4) * 0.1)
+    want = np.mean(softplus64(-lr)) + np.mean(softplus64(lf))
+    np.testing.assert_allclose(m["gan_critic_loss"], want, rtol=1e-4)
+    np.testing.assert_allclose(total - plain, 0.5 * want, rtol=1e-4)
+
+
+def test_gan_noise_shift_draws_within_the_stage_from_its_own_warp():
+    """Phased stages of a 2-step student (DMD draws at the grid's shift 5, GAN at shift 1): the
+    GAN's levels stay on the stage's side of the hand-over level and are uniform in sigma over
+    the stage's range (shift 1: sigma = u)."""
+    from train.trainer import stage_setup
+
+    cfg = DMDConfig(raw_timesteps=(1000.0, 500.0), gan_weight=1.0, gan_noise_shift=1.0)
+    for name in ("high", "low"):
+        setup = stage_setup(cfg, name)
+        assert setup.shift == 5.0 and setup.gan_apart
+        lo, hi = setup.stage.sigma_range(setup.shift)
+        draws = setup.gan_draws()
+        assert draws.stage.sigma_range(1.0) == pytest.approx((lo, hi), abs=1e-12)
+        draw = jax.jit(jax.vmap(lambda k, d=draws: sample_noise_level(d, k, 8)[0]))
+        sigma = np.asarray(draw(jax.random.split(jax.random.key(5), 4000)), np.float64).ravel()
+        assert sigma.min() >= lo - 1e-6 and sigma.max() <= hi + 1e-6
+        qs = np.array([0.1, 0.5, 0.9])
+        np.testing.assert_allclose(np.quantile(sigma, qs), lo + (hi - lo) * qs, atol=0.01)
+    with pytest.raises(ValueError, match="gan_noise_shift"):
+        DMDConfig(gan_noise_shift=-1.0)
 
 
 def test_route_picks_each_output_of_a_tuple_per_sample():
