@@ -193,7 +193,7 @@ def generator_loss(gen, critic, real, frozen_gen, apply_train: Apply, apply_real
         v_fake = jax.lax.stop_gradient(v_fake)
     else:
         v_fake = route(apply_train, critic, x_t, t, ctx, setup.boundary, side)
-    if use_gan and not shared:
+    if use_gan and setup.gan_apart:
         x_g, t_g, side_g = _gan_noised(setup, jax.random.fold_in(key, 1), x_gen)
         _, tokens = route(apply_feats, critic, x_g, t_g, ctx, setup.boundary, side_g)
     x_real = dmd_math.tweedie_endpoint(x_t_sg, sigma, tau, v_real)
@@ -227,20 +227,21 @@ def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, 
     sigma, side = sample_noise_level(setup, t_key, b)
     eps = jax.random.normal(eps_key, x_gen.shape, jnp.float32)
     x_t = dmd_math.noise_to(x_gen, tau, sigma, eps)
-    if disc is None or not setup.gan:
-        v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary, side)
-        loss = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
-        return loss, {"critic_loss": loss}
-    real_x, real_ctx = real_batch
-    if setup.gan_apart:  # flow matching at the DMD's levels, the GAN at its own
+    use_gan = disc is not None and setup.gan
+    if not use_gan or setup.gan_apart:  # flow matching in a pass of its own
         v = route(apply_train, critic, x_t, sigma * 1000.0, ctx, setup.boundary, side)
         flow = dmd_math.critic_loss(v, x_t, x_gen, sigma, tau)
+        if not use_gan:
+            return flow, {"critic_loss": flow}
+        # the GAN at its own levels
+        real_x, real_ctx = real_batch
         fake_g, real_g, t_g, side_g = _gan_noised(setup, jax.random.fold_in(key, 1), x_gen, real_x)
         _, tokens = route(apply_feats, critic, jnp.concatenate([fake_g, real_g]),
                           jnp.concatenate([t_g, t_g]), jnp.concatenate([ctx, real_ctx]),
                           setup.boundary, side_g)
         return _with_discriminator(flow, disc, tokens, setup)
     # one batch of 2B: generated then real, both noised to the same levels
+    real_x, real_ctx = real_batch
     real_eps = jax.random.normal(jax.random.fold_in(eps_key, 1), x_gen.shape, jnp.float32)
     real_t = dmd_math.noise_to(real_x, tau, sigma, real_eps)
     t = sigma * 1000.0
