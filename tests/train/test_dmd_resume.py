@@ -98,25 +98,32 @@ def _preempted_run_equals(teacher, tmp_path, extra, at):
 REGRESSION = ["--regression-weight", "2", "--regression-pairs", "6"]
 
 
+def test_straight_run_logs_throughput_and_refuses_a_resume_with_other_settings(teacher,
+                                                                              straight_run):
+    rows = _rows(straight_run)
+    # throughput: 3 x 20 x 20 toy frames in (1, 4, 4) patches are 75 tokens per sample
+    assert rows and all(r["tokens_per_s"] == pytest.approx(75 * r["samples_per_s"]) for r in rows)
+    assert all(r["step_time_s"] == pytest.approx(1 / r["iterations_per_s"]) for r in rows)
+    # the settings are checked before anything is written, naming what changed
+    with pytest.raises(ValueError, match=r"other settings \(regression_weight: 0.0 -> 3.0\)"):
+        _run(teacher, straight_run, extra=["--regression-weight", "3"])
+
+
+@pytest.mark.slow  # a third end-to-end run (about 3 minutes); the resume itself is checked above
 def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
     """With the teacher-ODE regression term on: the pairs are cached in OUT, every generator row
     logs the term, and a SIGTERM + resume reuses the cached pairs and equals the straight run."""
     _run(teacher, tmp_path / "straight", extra=REGRESSION)
     rows = _rows(tmp_path / "straight")
     assert all(r["regression_loss"] > 0 for r in rows)
-    # throughput: 3 x 20 x 20 toy frames in (1, 4, 4) patches are 75 tokens per sample
-    assert all(r["tokens_per_s"] == pytest.approx(75 * r["samples_per_s"]) for r in rows)
-    assert all(r["step_time_s"] == pytest.approx(1 / r["iterations_per_s"]) for r in rows)
     assert (tmp_path / "straight" / "ode_pairs.npz").is_file()
     _preempted_run_equals(teacher, tmp_path, REGRESSION, at=3)
-    # a resume with other settings is refused, naming what changed
-    with pytest.raises(ValueError, match=r"other settings \(regression_weight: 2.0 -> 3.0\)"):
-        _run(teacher, tmp_path / "resumed", extra=["--regression-weight", "3", "--regression-pairs", "6"])
 
 
 GAN = ["--gan-weight", "0.5", "--regression-pairs", "6", "--gan-noise-shift", "1"]
 
 
+@pytest.mark.slow  # about 2 minutes; the GAN losses at their own levels are unit-tested in test_gan
 def test_gan_run_on_teacher_samples_logs_both_sides(teacher, tmp_path):
     """With the GAN term on teacher samples (at its own noise levels: the second critic pass),
     the ODE pairs are made for it alone and both sides of the term are logged (its resume is
