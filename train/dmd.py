@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                    "shift (e.g. 1: realness judged at low noise, where faint defects show) while "
                    "the DMD term keeps its own; costs a second critic pass (default: the GAN "
                    "shares the DMD term's levels)")
+    p.add_argument("--gan-reversed-weight", type=nonnegative_float,
+                   help="with --gan-weight: the discriminator also learns that real samples "
+                   "played backwards are fake, with this weight, so it must read the motion "
+                   "against the prompt; costs a third of the critic's GAN batch (default 0: off)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
@@ -102,7 +106,7 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
         "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
         "regression_pairs": args.regression_pairs, "gan_weight": args.gan_weight,
         "noise_shift": args.noise_shift, "gan_real": args.gan_real, "seed": args.seed,
-        "gan_noise_shift": args.gan_noise_shift,
+        "gan_noise_shift": args.gan_noise_shift, "gan_reversed_weight": args.gan_reversed_weight,
     }.items() if v is not None}
     if args.student_steps:
         try:

@@ -60,6 +60,11 @@ class DMDConfig:
     # critic pass); a small one (e.g. 1) judges realness where faint defects show while the DMD
     # term keeps its high-noise levels, where the prompt's layout is decided (a second pass)
     gan_noise_shift: float | None = None
+    # weight of time-reversed real samples as extra fakes for the discriminator (0: off): the
+    # frames of a real video played backwards each look real, so the head can only reject them
+    # by reading the motion against the prompt (the toy 2-step student's direction errors were
+    # all exact reversals); the critic's GAN batch grows from 2B to 3B
+    gan_reversed_weight: float = 0.0
     gan_lr: float = 1e-4  # the head's own AdamW
     gan_hidden: int = 256
     # run
@@ -91,6 +96,8 @@ class DMDConfig:
             raise ValueError(f"noise_shift must be > 0, got {self.noise_shift}")
         if self.gan_noise_shift is not None and self.gan_noise_shift <= 0:
             raise ValueError(f"gan_noise_shift must be > 0, got {self.gan_noise_shift}")
+        if self.gan_reversed_weight < 0:
+            raise ValueError(f"gan_reversed_weight must be >= 0, got {self.gan_reversed_weight}")
         few_step_schedule(self.raw_timesteps, self.shift)  # validates the list
 
     @property

@@ -39,6 +39,7 @@ class StageSetup:
     gan_weight: float = 0.0  # generator side of the GAN term (0: off)
     gan_critic_weight: float = 0.0  # critic side
     gan_shift: float | None = None  # the GAN term's own noise-level draws (None: the DMD's)
+    gan_reversed_weight: float = 0.0  # time-reversed real samples as extra fakes (critic side)
 
     @property
     def gan(self) -> bool:
@@ -236,26 +237,47 @@ def critic_loss(critic, gen, frozen_gen, apply_train: Apply, setup: StageSetup, 
         # the GAN at its own levels
         real_x, real_ctx = real_batch
         fake_g, real_g, t_g, side_g = _gan_noised(setup, jax.random.fold_in(key, 1), x_gen, real_x)
-        _, tokens = route(apply_feats, critic, jnp.concatenate([fake_g, real_g]),
-                          jnp.concatenate([t_g, t_g]), jnp.concatenate([ctx, real_ctx]),
-                          setup.boundary, side_g)
+        _, tokens = _discriminator_pass(apply_feats, critic, setup, fake_g, real_g, t_g, ctx,
+                                        real_ctx, side_g)
         return _with_discriminator(flow, disc, tokens, setup)
-    # one batch of 2B: generated then real, both noised to the same levels
+    # one batch of 2B (3B): generated then real (then reversed), all noised to the same levels
     real_x, real_ctx = real_batch
     real_eps = jax.random.normal(jax.random.fold_in(eps_key, 1), x_gen.shape, jnp.float32)
     real_t = dmd_math.noise_to(real_x, tau, sigma, real_eps)
-    t = sigma * 1000.0
-    v, tokens = route(apply_feats, critic, jnp.concatenate([x_t, real_t]), jnp.concatenate([t, t]),
-                      jnp.concatenate([ctx, real_ctx]), setup.boundary, side)
+    v, tokens = _discriminator_pass(apply_feats, critic, setup, x_t, real_t, sigma * 1000.0, ctx,
+                                    real_ctx, side)
     flow = dmd_math.critic_loss(v[:b], x_t, x_gen, sigma, tau)
     return _with_discriminator(flow, disc, tokens, setup)
 
 
+def reversed_frames(x: Array) -> Array:
+    """A `[B, C, F, H, W]` batch played backwards (for a Wan latent only approximately the
+    reversed video's latent: its first frame stands for one video frame, the others for four)."""
+    return jnp.flip(x, axis=2)
+
+
+def _discriminator_pass(apply_feats: Apply, critic, setup: StageSetup, fake_t, real_t, t, ctx,
+                        real_ctx, side):
+    """One critic pass with features over generated, real and (with `gan_reversed_weight`) the
+    real samples played backwards, with the real prompts: `(v, tokens)`, batch 2B or 3B. The
+    noised real samples are reversed as they are (their noise reversed with them: still iid)."""
+    xs, ts, ctxs = [fake_t, real_t], [t, t], [ctx, real_ctx]
+    if setup.gan_reversed_weight > 0.0:
+        xs, ts, ctxs = xs + [reversed_frames(real_t)], ts + [t], ctxs + [real_ctx]
+    return route(apply_feats, critic, jnp.concatenate(xs), jnp.concatenate(ts),
+                 jnp.concatenate(ctxs), setup.boundary, side)
+
+
 def _with_discriminator(flow, disc, tokens, setup: StageSetup):
     """The critic's loss and metrics: flow matching + the GAN discriminator's BCE on `tokens`
-    (generated samples' first, then real ones')."""
-    fake_logits, real_logits = jnp.split(gan.logits(disc, tokens), 2)
+    (generated samples' first, then real ones', then the reversed real ones' if any)."""
+    reversed_on = setup.gan_reversed_weight > 0.0
+    fake_logits, real_logits, *rest = jnp.split(gan.logits(disc, tokens), 3 if reversed_on else 2)
     d = gan.critic_loss(real_logits, fake_logits)
+    metrics = {"gan_real_acc": jnp.mean(real_logits > 0), "gan_fake_acc": jnp.mean(fake_logits < 0)}
+    if reversed_on:
+        (reversed_logits,) = rest
+        d = d + setup.gan_reversed_weight * gan.fake_loss(reversed_logits)
+        metrics["gan_reversed_acc"] = jnp.mean(reversed_logits < 0)
     loss = flow + setup.gan_critic_weight * d
-    return loss, {"critic_loss": flow, "gan_critic_loss": d,
-                  "gan_real_acc": jnp.mean(real_logits > 0), "gan_fake_acc": jnp.mean(fake_logits < 0)}
+    return loss, {"critic_loss": flow, "gan_critic_loss": d} | metrics

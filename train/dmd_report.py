@@ -45,7 +45,7 @@ ERROR_RATIO = 2.0
 def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
                   noise_shift: float | None = None, gan_real: str = "teacher",
-                  gan_noise_shift: float | None = None) -> Path:
+                  gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0) -> Path:
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
@@ -61,6 +61,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--gan-real", gan_real]
     if gan_weight and gan_noise_shift is not None:
         argv += ["--gan-noise-shift", str(gan_noise_shift)]
+    if gan_weight and gan_reversed_weight:
+        argv += ["--gan-reversed-weight", str(gan_reversed_weight)]
     return dmd.run(dmd._parser().parse_args(argv))
 
 
@@ -132,6 +134,9 @@ def main(argv=None) -> int:
     p.add_argument("--gan-noise-shift", type=positive_float, default=None,
                    help="the GAN term's own noise-level shift (default: it shares the DMD "
                    "term's levels)")
+    p.add_argument("--gan-reversed-weight", type=nonnegative_float, default=0.0,
+                   help="weight of real renders played backwards as extra fakes for the GAN's "
+                   "discriminator (%(default)s: off)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
@@ -167,7 +172,7 @@ def main(argv=None) -> int:
         print(f"[report] training the {n}-step student", flush=True)
         path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
                              reg[n], gan_w[n], args.noise_shift, args.gan_real,
-                             args.gan_noise_shift)
+                             args.gan_noise_shift, args.gan_reversed_weight)
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -187,7 +192,9 @@ def main(argv=None) -> int:
         + "; noise-level shift of the losses "
         + ("the grid's (5)" if args.noise_shift is None else f"{args.noise_shift:g}")
         + ("" if args.gan_noise_shift is None
-           else f", the GAN term's own {args.gan_noise_shift:g}") + ".",
+           else f", the GAN term's own {args.gan_noise_shift:g}")
+        + ("" if not args.gan_reversed_weight
+           else f"; reversed real renders as fakes, weight {args.gan_reversed_weight:g}") + ".",
         "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
         "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
         "", "Sample grids (one row per prompt, frames left to right): "
@@ -198,7 +205,8 @@ def main(argv=None) -> int:
         {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
          "teacher": args.teacher, "iterations": args.iterations,
          "regression_weight": reg, "gan_weight": gan_w, "gan_real": args.gan_real,
-         "noise_shift": args.noise_shift, "gan_noise_shift": args.gan_noise_shift}, indent=2))
+         "noise_shift": args.noise_shift, "gan_noise_shift": args.gan_noise_shift,
+         "gan_reversed_weight": args.gan_reversed_weight}, indent=2))
     print(text)
     return 0
 

@@ -40,9 +40,14 @@ def logits(head: Head, tokens: Float[Array, "b l d"]) -> Float[Array, "b l"]:
     return (h @ head["w2"] + head["b2"])[..., 0]
 
 
+def fake_loss(fake_logits: Array) -> Array:
+    """The discriminator's cross-entropy on samples it must call fake: -log(1 - D(x))."""
+    return jnp.mean(jax.nn.softplus(fake_logits))
+
+
 def critic_loss(real_logits: Array, fake_logits: Array) -> Array:
     """Binary cross-entropy of the discriminator: -log D(real) - log(1 - D(fake))."""
-    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+    return jnp.mean(jax.nn.softplus(-real_logits)) + fake_loss(fake_logits)
 
 
 def generator_loss(fake_logits: Array) -> Array:

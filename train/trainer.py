@@ -72,7 +72,7 @@ def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
     return StageSetup(make_stage(cfg, name), cfg.sigmas, cfg.sample_config().renoise_targets(),
                       cfg.num_high_steps, cfg.loss_shift, cfg.boundary, cfg.guidance_high,
                       cfg.guidance_low, cfg.regression_weight, cfg.gan_weight,
-                      cfg.gan_critic_weight, cfg.gan_noise_shift)
+                      cfg.gan_critic_weight, cfg.gan_noise_shift, cfg.gan_reversed_weight)
 
 
 def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):

@@ -135,18 +135,19 @@ def test_gan_run_on_teacher_samples_logs_both_sides(teacher, tmp_path):
     assert (tmp_path / "straight" / "ode_pairs.npz").is_file()
 
 
-GAN_DATA = ["--gan-weight", "0.5", "--gan-real", "data", "--student-steps", "1000,500"]
+GAN_DATA = ["--gan-weight", "0.5", "--gan-real", "data", "--student-steps", "1000,500",
+            "--gan-reversed-weight", "0.5"]
 
 
 def test_gan_on_real_data_needs_no_pairs_and_resumes_exactly(teacher, tmp_path):
     """GAN against the toy world's real renders, on a 2-step phased student (stage 1's real
-    samples are renders noised to its endpoint): no teacher ODE pairs are made, both stages log
-    the term, and with the head and its optimizer in the checkpoint a SIGTERM in stage 1 +
-    resume equals the straight run."""
+    samples are renders noised to its endpoint; reversed renders as extra fakes): no teacher ODE
+    pairs are made, both stages log the term, and with the head and its optimizer in the
+    checkpoint a SIGTERM in stage 1 + resume equals the straight run."""
     _run(teacher, tmp_path / "straight", extra=GAN_DATA)
     rows = _rows(tmp_path / "straight")
     assert {r["stage"] for r in rows} == {"high", "low"}
-    assert all(r["gan_critic_loss"] > 0 for r in rows)
+    assert all(r["gan_critic_loss"] > 0 and 0 <= r["gan_reversed_acc"] <= 1 for r in rows)
     assert not (tmp_path / "straight" / "ode_pairs.npz").exists()
     _preempted_run_equals(teacher, tmp_path, GAN_DATA, at=2)
 

@@ -16,7 +16,7 @@ from train.stages import make_stage
 from wanjax.models.dit import WanDiT
 
 RNG = np.random.default_rng(0)
-SHAPE = (2, 1, 1, 2, 4)  # [B, C, F, H, W]: 8 values per sample, seen as 2 tokens of 4
+SHAPE = (2, 1, 2, 1, 4)  # [B, C, F, H, W]: 8 values per sample, seen as 2 tokens (frames) of 4
 
 
 def softplus64(x):
@@ -175,6 +175,52 @@ def test_gan_on_its_own_noise_levels_leaves_the_dmd_and_flow_terms_alone():
     want = np.mean(softplus64(-lr)) + np.mean(softplus64(lf))
     np.testing.assert_allclose(m["gan_critic_loss"], want, rtol=1e-4)
     np.testing.assert_allclose(total - plain, 0.5 * want, rtol=1e-4)
+
+
+POSITION = np.array([[0.0, 0.0, 0.0, 0.0], [0.8, -0.5, 0.3, 0.0]])  # per-frame offsets
+
+
+def positional_feats(params, x, t, ctx):
+    """linear_feats plus a per-frame vector, as a trunk with position embeddings has: a per-token
+    head over position-free tokens scores a reversed video like the original (and the head's
+    LayerNorm would remove a constant offset)."""
+    v, tokens = linear_feats(params, x, t, ctx)
+    return v, tokens + jnp.asarray(POSITION, jnp.float32)
+
+
+@pytest.mark.parametrize("gan_shift", [None, 1.0])
+def test_reversed_real_samples_are_extra_fakes_for_the_discriminator_only(gan_shift):
+    """`gan_reversed_weight`: the critic's BCE gains w * -log(1 - D) on the noised real samples
+    with their frames in reverse order (here each token is one frame), in both GAN layouts; the
+    flow-matching term and the generator's loss are those of the run without it."""
+    _, base = setup_for(0.25, gan_critic_weight=0.5)
+    base = dataclasses.replace(base, gan_shift=gan_shift)
+    setup = dataclasses.replace(base, gan_reversed_weight=0.7)
+    head = random_head()
+    real_x = jnp.asarray(RNG.standard_normal(SHAPE), jnp.float32)
+    args = (CRITIC, GEN, None, linear_apply)
+    plain, m0 = critic_loss(*args, base, NOISE, CTX, KEY, (real_x, CTX), head, positional_feats)
+    total, m = critic_loss(*args, setup, NOISE, CTX, KEY, (real_x, CTX), head, positional_feats)
+    np.testing.assert_allclose(m["critic_loss"], m0["critic_loss"], rtol=1e-6)
+    # rebuild the noised real batch from the losses' keys, then play it backwards
+    if gan_shift is None:
+        _, t_key, eps_key = jax.random.split(KEY, 3)
+        sigma, _ = sample_noise_level(setup, t_key, 2)
+        s = np.asarray(sigma, np.float64).reshape(-1, 1, 1, 1, 1)
+        real_eps = np.asarray(jax.random.normal(jax.random.fold_in(eps_key, 1), SHAPE, jnp.float32))
+    else:
+        s, (_, real_eps) = _gan_levels(setup, 2)
+    real_t = (1 - s) * np.asarray(real_x) + s * real_eps
+    backwards = real_t[:, :, ::-1].reshape(2, 2, 4)
+    np.testing.assert_array_equal(backwards[:, 0], real_t.reshape(2, 2, 4)[:, 1])
+    extra = np.mean(softplus64(head_logits64(head, backwards * 0.1 + POSITION)))
+    np.testing.assert_allclose(m["gan_critic_loss"] - m0["gan_critic_loss"], 0.7 * extra, rtol=1e-4)
+    np.testing.assert_allclose(total - plain, 0.5 * 0.7 * extra, rtol=1e-4)
+    assert 0.0 <= m["gan_reversed_acc"] <= 1.0 and "gan_reversed_acc" not in m0
+    # the generator's side is untouched
+    np.testing.assert_array_equal(_gen_loss(GEN, setup, head)[0], _gen_loss(GEN, base, head)[0])
+    with pytest.raises(ValueError, match="gan_reversed_weight"):
+        DMDConfig(gan_reversed_weight=-1.0)
 
 
 def test_gan_noise_shift_draws_within_the_stage_from_its_own_warp():
