@@ -134,6 +134,7 @@ BAD = [
     case("train.dmd", ["--gan-reversed-weight", "-1", "--out", "{tmp}"], "--gan-reversed-weight"),
     case("train.memory", ["--layout", "bogus"], "--layout"),
     case("train.memory", ["--size", "1080p"], "--size"),
+    case("train.memory", ["--gan-reversed"], "--gan"),
     case("train.calibrate", [], "--out"),
     case("train.calibrate", ["--out", "{tmp}/o", "--protect-k", "x"], "--protect-k"),
     case("train.calibrate", ["--out", "{tmp}/o", "--student", MISSING],

@@ -47,3 +47,18 @@ def test_a14b_memory_report_rows_match_arithmetic():
     assert by_name["generator AdamW moments (fp32 x2)"] == 2 * gen
     assert total == pytest.approx(sum(by_name.values()))
     assert np.isfinite(total)
+
+
+@pytest.mark.parametrize("gan,reversed_fakes,passes", [
+    ("shared", False, 2), ("shared", True, 3), ("apart", False, 3), ("apart", True, 4)])
+def test_a14b_memory_report_counts_the_gan_passes(gan, reversed_fakes, passes):
+    """The GAN term keeps more passes with gradient alive (generator: student + critic over its
+    sample; critic: generated + real (+ reversed) batch, + its own flow pass when apart) and adds
+    the head: LayerNorm-free Linear(5120, 256), Linear(256, 1), fp32 with two AdamW moments."""
+    plain = dict(dmd_rows("fsdp=8", 8, "480p")[0])
+    rows, total = dmd_rows("fsdp=8", 8, "480p", gan=gan, gan_reversed=reversed_fakes)
+    act = [v for k, v in rows if k.startswith("activations")]
+    plain_act = [v for k, v in plain.items() if k.startswith("activations")]
+    assert act == [passes * plain_act[0]]
+    assert dict(rows)["GAN head (fp32 x3)"] == 3 * 4 * (5120 * 256 + 256 + 256 + 1)
+    assert total == pytest.approx(sum(v for _, v in rows))
