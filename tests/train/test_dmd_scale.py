@@ -54,7 +54,8 @@ def test_a14b_memory_report_rows_match_arithmetic():
 def test_a14b_memory_report_counts_the_gan_passes(gan, reversed_fakes, passes):
     """The GAN term keeps more passes with gradient alive (generator: student + critic over its
     sample; critic: generated + real (+ reversed) batch, + its own flow pass when apart) and adds
-    the head: LayerNorm-free Linear(5120, 256), Linear(256, 1), fp32 with two AdamW moments."""
+    the head: Linear(5120, 256) and Linear(256, 1) after a parameter-free LayerNorm, in fp32 with
+    two AdamW moments."""
     plain = dict(dmd_rows("fsdp=8", 8, "480p")[0])
     rows, total = dmd_rows("fsdp=8", 8, "480p", gan=gan, gan_reversed=reversed_fakes)
     act = [v for k, v in rows if k.startswith("activations")]
