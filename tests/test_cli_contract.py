@@ -132,6 +132,7 @@ BAD = [
     case("train.dmd", ["--noise-shift", "0", "--out", "{tmp}"], "--noise-shift"),
     case("train.dmd", ["--gan-noise-shift", "0", "--out", "{tmp}"], "--gan-noise-shift"),
     case("train.dmd", ["--gan-reversed-weight", "-1", "--out", "{tmp}"], "--gan-reversed-weight"),
+    case("train.dmd", ["--gan-weight", "1", "--gan-stages", "mid", "--out", "{tmp}"], "gan_stages"),
     case("train.memory", ["--layout", "bogus"], "--layout"),
     case("train.memory", ["--size", "1080p"], "--size"),
     case("train.memory", ["--gan-reversed"], "--gan"),

@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                    "shift (e.g. 1: realness judged at low noise, where faint defects show) while "
                    "the DMD term keeps its own; costs a second critic pass (default: the GAN "
                    "shares the DMD term's levels)")
+    p.add_argument("--gan-stages",
+                   help="with --gan-weight: comma list of the stages that run the GAN term, e.g. "
+                   "low (skips it in the phased high stage, where the head stays at chance) "
+                   "(default: all)")
     p.add_argument("--gan-reversed-weight", type=nonnegative_float,
                    help="with --gan-weight: the discriminator also learns that real samples "
                    "played backwards are fake, with this weight, so it must read the motion "
@@ -108,6 +112,8 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
         "noise_shift": args.noise_shift, "gan_real": args.gan_real, "seed": args.seed,
         "gan_noise_shift": args.gan_noise_shift, "gan_reversed_weight": args.gan_reversed_weight,
     }.items() if v is not None}
+    if args.gan_stages:
+        changes["gan_stages"] = tuple(s.strip() for s in args.gan_stages.split(","))
     if args.student_steps:
         try:
             changes["raw_timesteps"] = tuple(float(t) for t in args.student_steps.split(","))

@@ -65,6 +65,10 @@ class DMDConfig:
     # by reading the motion against the prompt (the toy 2-step student's direction errors were
     # all exact reversals); the critic's GAN batch grows from 2B to 3B
     gan_reversed_weight: float = 0.0
+    # the stages that run the GAN term (None: all); e.g. ('low',) skips it in a phased high
+    # stage whose samples stay so noisy (sigma >= the hand-over level) that the head stays at
+    # chance there (toy 2-step student: BCE 1.384 against log 4) while it costs a pass
+    gan_stages: tuple[str, ...] | None = None
     gan_lr: float = 1e-4  # the head's own AdamW
     gan_hidden: int = 256
     # run
@@ -99,10 +103,17 @@ class DMDConfig:
         if self.gan_reversed_weight < 0:
             raise ValueError(f"gan_reversed_weight must be >= 0, got {self.gan_reversed_weight}")
         few_step_schedule(self.raw_timesteps, self.shift)  # validates the list
+        if self.gan_stages is not None and (
+                not self.gan_stages or not set(self.gan_stages) <= set(self.stages())):
+            raise ValueError(f"gan_stages must be some of this run's stages {self.stages()}, "
+                             f"got {self.gan_stages}")
 
     @property
     def uses_gan(self) -> bool:
         return self.gan_weight > 0
+
+    def gan_in_stage(self, name: str) -> bool:
+        return self.uses_gan and (self.gan_stages is None or name in self.gan_stages)
 
     @property
     def uses_ode_pairs(self) -> bool:

@@ -45,7 +45,9 @@ ERROR_RATIO = 2.0
 def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
                   noise_shift: float | None = None, gan_real: str = "teacher",
-                  gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0) -> Path:
+                  gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0,
+                  extra_args: tuple[str, ...] = ()) -> Path:
+    """Trains one student with `python -m train.dmd` (`extra_args`: more of its flags)."""
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
@@ -63,6 +65,7 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--gan-noise-shift", str(gan_noise_shift)]
     if gan_weight and gan_reversed_weight:
         argv += ["--gan-reversed-weight", str(gan_reversed_weight)]
+    argv += list(extra_args)
     return dmd.run(dmd._parser().parse_args(argv))
 
 

@@ -65,14 +65,16 @@ def compiled_steps(cfg: DMDConfig, stage: str, graphdef_train, graphdef_real, la
     (a resumed or repeated run then reuses the compilation)."""
     return make_steps(cfg, stage_setup(cfg, stage), dit_apply(graphdef_train),
                       dit_apply(graphdef_real), latent_shape,
-                      dit_apply_features(graphdef_train) if cfg.uses_gan else None)
+                      dit_apply_features(graphdef_train) if cfg.gan_in_stage(stage) else None)
 
 
 def stage_setup(cfg: DMDConfig, name: str) -> StageSetup:
+    on = cfg.gan_in_stage(name)
     return StageSetup(make_stage(cfg, name), cfg.sigmas, cfg.sample_config().renoise_targets(),
                       cfg.num_high_steps, cfg.loss_shift, cfg.boundary, cfg.guidance_high,
-                      cfg.guidance_low, cfg.regression_weight, cfg.gan_weight,
-                      cfg.gan_critic_weight, cfg.gan_noise_shift, cfg.gan_reversed_weight)
+                      cfg.guidance_low, cfg.regression_weight, cfg.gan_weight if on else 0.0,
+                      cfg.gan_critic_weight if on else 0.0, cfg.gan_noise_shift,
+                      cfg.gan_reversed_weight if on else 0.0)
 
 
 def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
@@ -128,7 +130,7 @@ class StageRunner:
         ckpts = Checkpoints(opts.out / name / "checkpoints", keep=opts.keep)
         key = jax.random.PRNGKey(cfg.seed + _stage_index(name))
         disc = None
-        if cfg.uses_gan:
+        if cfg.gan_in_stage(name):
             disc = gan.init_head(jax.random.fold_in(key, 7), nets.configs["high"].dim, cfg.gan_hidden)
         state = init_state(cfg, gen0, critic0, key, disc)
         if opts.resume and ckpts.latest_step() is not None:
@@ -157,7 +159,7 @@ class StageRunner:
                 metrics.update(m)
                 if opts.sample_every and int(state.gen_updates) % opts.sample_every == 0:
                     self.write_samples(name, state, student, int(state.gen_updates))
-            real = self._gan_real_batch(pairs, it, endpoint, tau) if cfg.uses_gan else None
+            real = self._gan_real_batch(pairs, it, endpoint, tau) if disc is not None else None
             state, m = critic_step(state, frozen, batch, real)
             metrics.update(m)
             if it % opts.log_every == 0 or it == cfg.iterations - 1:

@@ -152,6 +152,17 @@ def test_gan_on_real_data_needs_no_pairs_and_resumes_exactly(teacher, tmp_path):
     _preempted_run_equals(teacher, tmp_path, GAN_DATA, at=2)
 
 
+@pytest.mark.slow  # a 2-step run (about 3 minutes)
+def test_gan_stages_low_skips_the_term_in_the_phased_high_stage(teacher, tmp_path):
+    """`--gan-stages low`: the high stage trains without the head (no GAN rows, no real batch),
+    the low stage with it."""
+    _run(teacher, tmp_path / "run", extra=[*GAN_DATA, "--gan-stages", "low"])
+    rows = _rows(tmp_path / "run")
+    assert {r["stage"] for r in rows} == {"high", "low"}
+    assert all(("gan_critic_loss" in r) == (r["stage"] == "low") for r in rows)
+    assert all("gan_gen_loss" in r for r in rows if r["stage"] == "low")
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert dmd.main(["--teacher", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()

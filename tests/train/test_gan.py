@@ -245,6 +245,21 @@ def test_gan_noise_shift_draws_within_the_stage_from_its_own_warp():
         DMDConfig(gan_noise_shift=-1.0)
 
 
+def test_gan_stages_turn_the_term_off_in_the_other_stages():
+    from train.trainer import stage_setup
+
+    cfg = DMDConfig(raw_timesteps=(1000.0, 500.0), gan_weight=1.0, gan_reversed_weight=0.5,
+                    gan_stages=("low",))
+    high, low = stage_setup(cfg, "high"), stage_setup(cfg, "low")
+    assert not high.gan and (high.gan_critic_weight, high.gan_reversed_weight) == (0.0, 0.0)
+    assert low.gan and (low.gan_weight, low.gan_reversed_weight) == (1.0, 0.5)
+    assert all(stage_setup(dataclasses.replace(cfg, gan_stages=None), n).gan for n in ("high", "low"))
+    for bad in [("mid",), (), ("low",)]:  # the last: a 1-step student has only a high stage
+        steps = (1000.0,) if bad == ("low",) else (1000.0, 500.0)
+        with pytest.raises(ValueError, match="gan_stages"):
+            DMDConfig(raw_timesteps=steps, gan_weight=1.0, gan_stages=bad)
+
+
 def test_route_picks_each_output_of_a_tuple_per_sample():
     def apply(params, x, t, ctx):
         return x * params["a"], jnp.full((x.shape[0], 3, 2), params["a"])
