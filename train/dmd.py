@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-reversed-weight", type=nonnegative_float,
                    help="with --gan-weight: the discriminator also learns that real samples "
                    "played backwards are fake, with this weight, so it must read the motion "
-                   "against the prompt; costs a third of the critic's GAN batch (default 0: off)")
+                   "against the prompt; adds B samples to the critic's 2B GAN batch (default 0: "
+                   "off)")
     p.add_argument("--seed", type=int, help="run seed (preset's)")
     p.add_argument("--text-cache", help="text-embedding cache (wanjax.text.cache); a14b only")
     p.add_argument("--prompts", help="prompt file, one per line (default: all cached prompts)")
