@@ -46,6 +46,11 @@ class StageSetup:
         return self.gan_weight > 0.0
 
     @property
+    def gan_reversed(self) -> bool:
+        """Whether the discriminator also sees real samples played backwards (batch 3B)."""
+        return self.gan_reversed_weight > 0.0
+
+    @property
     def gan_apart(self) -> bool:
         """Whether the GAN term draws its own noise levels (a second critic pass)."""
         return self.gan and self.gan_shift is not None
@@ -262,7 +267,7 @@ def _discriminator_pass(apply_feats: Apply, critic, setup: StageSetup, fake_t, r
     real samples played backwards, with the real prompts: `(v, tokens)`, batch 2B or 3B. The
     noised real samples are reversed as they are (their noise reversed with them: still iid)."""
     xs, ts, ctxs = [fake_t, real_t], [t, t], [ctx, real_ctx]
-    if setup.gan_reversed_weight > 0.0:
+    if setup.gan_reversed:
         xs, ts, ctxs = xs + [reversed_frames(real_t)], ts + [t], ctxs + [real_ctx]
     return route(apply_feats, critic, jnp.concatenate(xs), jnp.concatenate(ts),
                  jnp.concatenate(ctxs), setup.boundary, side)
@@ -271,11 +276,11 @@ def _discriminator_pass(apply_feats: Apply, critic, setup: StageSetup, fake_t, r
 def _with_discriminator(flow, disc, tokens, setup: StageSetup):
     """The critic's loss and metrics: flow matching + the GAN discriminator's BCE on `tokens`
     (generated samples' first, then real ones', then the reversed real ones' if any)."""
-    reversed_on = setup.gan_reversed_weight > 0.0
-    fake_logits, real_logits, *rest = jnp.split(gan.logits(disc, tokens), 3 if reversed_on else 2)
+    fake_logits, real_logits, *rest = jnp.split(gan.logits(disc, tokens),
+                                                3 if setup.gan_reversed else 2)
     d = gan.critic_loss(real_logits, fake_logits)
     metrics = {"gan_real_acc": jnp.mean(real_logits > 0), "gan_fake_acc": jnp.mean(fake_logits < 0)}
-    if reversed_on:
+    if setup.gan_reversed:
         (reversed_logits,) = rest
         d = d + setup.gan_reversed_weight * gan.fake_loss(reversed_logits)
         metrics["gan_reversed_acc"] = jnp.mean(reversed_logits < 0)
