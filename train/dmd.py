@@ -120,7 +120,16 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
             changes["raw_timesteps"] = tuple(float(t) for t in args.student_steps.split(","))
         except ValueError:
             raise ValueError(f"--student-steps must be numbers, got {args.student_steps!r}") from None
-    return dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(cfg, **changes)
+    # options of the GAN term do nothing without it: say so rather than run a different study
+    gan_only = [flag for flag, given in (
+        ("--gan-real", args.gan_real is not None), ("--gan-noise-shift", args.gan_noise_shift),
+        ("--gan-stages", args.gan_stages), ("--gan-reversed-weight", args.gan_reversed_weight),
+    ) if given]
+    if gan_only and not cfg.uses_gan:
+        raise ValueError(f"{', '.join(gan_only)} only act with the GAN term on: add "
+                         "--gan-weight > 0 (the preset's is 0)")
+    return cfg
 
 
 def load_networks(teacher: str, cfg: DMDConfig) -> Networks:

@@ -11,12 +11,13 @@ the verdicts are computed from those numbers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
 from pathlib import Path
 
-from configs import toy
+from configs import dmd_toy, toy
 from train import dmd
 from train.toy import metrics
 from train.toy.data import eval_prompts
@@ -46,8 +47,16 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
                   noise_shift: float | None = None, gan_real: str = "teacher",
                   gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0,
+                  gan_stages: tuple[str, ...] | None = None,
                   extra_args: tuple[str, ...] = ()) -> Path:
-    """Trains one student with `python -m train.dmd` (`extra_args`: more of its flags)."""
+    """Trains one student with `python -m train.dmd` (`extra_args`: more of its flags).
+
+    `gan_stages` keeps only the named phased stages that this student has; a student with none
+    of them trains without the GAN term."""
+    if gan_weight and gan_stages is not None:
+        gan_stages = gan_stages_of(steps, gan_stages)
+        if not gan_stages:
+            gan_weight = 0.0
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
@@ -65,8 +74,21 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--gan-noise-shift", str(gan_noise_shift)]
     if gan_weight and gan_reversed_weight:
         argv += ["--gan-reversed-weight", str(gan_reversed_weight)]
+    if gan_weight and gan_stages is not None:
+        argv += ["--gan-stages", ",".join(gan_stages)]
     argv += list(extra_args)
     return dmd.run(dmd._parser().parse_args(argv))
+
+
+def student_stages(steps: int) -> tuple[str, ...]:
+    """The phased stages of the toy preset's `steps`-step student, e.g. ('high',) for 1 step."""
+    raw = tuple(float(t) for t in toy.FEW_STEP_TIMESTEPS[steps])
+    return dataclasses.replace(dmd_toy.DMD, raw_timesteps=raw).stages()
+
+
+def gan_stages_of(steps: int, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """The stages of `wanted` that the `steps`-step student has (empty: no GAN term for it)."""
+    return tuple(s for s in student_stages(steps) if s in wanted)
 
 
 def stage_seconds(run: Path) -> float:
@@ -140,6 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--gan-reversed-weight", type=nonnegative_float, default=0.0,
                    help="weight of real renders played backwards as extra fakes for the GAN's "
                    "discriminator (%(default)s: off)")
+    p.add_argument("--gan-stages", choices=("high", "low", "high,low"), default=None,
+                   help="the phased stages that run the GAN term, e.g. low (a student without "
+                   "that stage, like the 1-step one, then trains without it) (default: all)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
@@ -149,7 +174,10 @@ def main(argv=None) -> int:
             p.error(f"--{flag.replace('_', '-')} must be among {STEP_COUNTS}")
     reg = {n: args.regression_weight if n in args.regression_students else 0.0
            for n in STEP_COUNTS}
-    gan_w = {n: args.gan_weight if n in args.gan_students else 0.0 for n in STEP_COUNTS}
+    gan_stages = None if args.gan_stages is None else tuple(args.gan_stages.split(","))
+    gan_w = {n: args.gan_weight if n in args.gan_students
+             and (gan_stages is None or gan_stages_of(n, gan_stages)) else 0.0
+             for n in STEP_COUNTS}
     try:
         teacher = load_teacher(args.teacher)
     except (FileNotFoundError, ValueError) as e:
@@ -175,7 +203,8 @@ def main(argv=None) -> int:
         print(f"[report] training the {n}-step student", flush=True)
         path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
                              reg[n], gan_w[n], args.noise_shift, args.gan_real,
-                             args.gan_noise_shift, args.gan_reversed_weight)
+                             args.gan_noise_shift, args.gan_reversed_weight,
+                             gan_stages)
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -197,7 +226,9 @@ def main(argv=None) -> int:
         + ("" if args.gan_noise_shift is None
            else f", the GAN term's own {args.gan_noise_shift:g}")
         + ("" if not args.gan_reversed_weight
-           else f"; reversed real renders as fakes, weight {args.gan_reversed_weight:g}") + ".",
+           else f"; reversed real renders as fakes, weight {args.gan_reversed_weight:g}")
+        + ("" if gan_stages is None else f"; the GAN term only in the {args.gan_stages} "
+           "stage(s)") + ".",
         "", metrics.format_table(rows, COLUMNS), "", "## Verdicts", "", *verdicts(rows), "",
         "Training wall time (s): " + ", ".join(f"{k}: {v:.0f}" for k, v in timings.items()),
         "", "Sample grids (one row per prompt, frames left to right): "

@@ -1,0 +1,66 @@
+"""`train.dmd_report`: its verdict rule and the flags it hands `train.dmd` (nothing is trained)."""
+
+from __future__ import annotations
+
+import pytest
+
+from train import dmd, dmd_report
+
+
+def _row(fd: float, acc: float) -> dict:
+    return {"fd": fd, "swd": 0.1, "prompt_acc": acc, "on_mode": 0.0, "diversity": 0.2,
+            "diversity_real": 0.18, "mode_tv": 0.1}
+
+
+def _rows(student_fd: float, student_acc: float) -> dict:
+    rows = {f"teacher {n}": _row(1000.0, 0.6) for n in (1, 2, 4, 40)}
+    rows.update({f"student {n}": _row(student_fd, student_acc) for n in (1, 2, 4)})
+    return rows
+
+
+@pytest.mark.parametrize("fd, acc, wide", [
+    (500.0, 0.8, True),     # FD 2x, error 0.4 -> 0.2 (2x): exactly at the bar
+    (499.0, 0.85, True),
+    (501.0, 0.9, False),    # FD just short of 2x
+    (100.0, 0.79, False),   # error rate 0.4 -> 0.21, 1.9x
+])
+def test_verdict_needs_both_ratios(fd, acc, wide):
+    lines = dmd_report.verdicts(_rows(fd, acc))
+    assert len(lines) == 3
+    for line in lines[:2]:
+        assert ("NOT a wide margin" not in line) == wide, line
+
+
+def test_student_stages_of_the_toy_grids():
+    assert dmd_report.student_stages(1) == ("high",)
+    assert dmd_report.student_stages(2) == ("high", "low")
+    assert dmd_report.gan_stages_of(1, ("low",)) == ()
+    assert dmd_report.gan_stages_of(4, ("low", "high")) == ("high", "low")
+
+
+def _argv_of(monkeypatch, steps: int, **kwargs) -> list[str]:
+    seen = []
+    monkeypatch.setattr(dmd, "run", lambda args: seen.append(args) or "path")
+    monkeypatch.setattr(dmd, "_parser", lambda: _Recorder())
+    dmd_report.train_student(steps, "out", "teacher", 10, 0, **kwargs)
+    return seen[0]
+
+
+class _Recorder:
+    def parse_args(self, argv):
+        return list(argv)
+
+
+def test_gan_stages_reach_train_dmd_only_where_the_student_has_them(monkeypatch):
+    argv = _argv_of(monkeypatch, 2, gan_weight=1.0, gan_stages=("low",))
+    assert argv[argv.index("--gan-stages") + 1] == "low" and "--gan-weight" in argv
+    # the 1-step student has no low stage: it trains without the GAN term, not with an error
+    argv = _argv_of(monkeypatch, 1, gan_weight=1.0, gan_stages=("low",), gan_reversed_weight=1.0)
+    assert not any(a.startswith("--gan") for a in argv)
+
+
+def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
+    args = dmd._parser().parse_args(["--out", str(tmp_path / "o"), "--gan-stages", "low"])
+    with pytest.raises(ValueError, match="--gan-weight"):
+        dmd.run(args)
+    assert not (tmp_path / "o").exists()  # nothing written
