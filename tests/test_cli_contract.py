@@ -156,6 +156,7 @@ BAD = [
     case("train.dmd_report", ["--per-prompt", "1", "--out", "{tmp}"], "--per-prompt"),
     case("train.dmd_report", ["--seed", "x"], "--seed"),
     case("train.dmd_report", ["--iterations", "0", "--out", "{tmp}"], "--iterations"),
+    case("train.dmd_report", ["--iterations", "100,200", "--out", "{tmp}"], "--iterations"),
     case("train.dmd_report", ["--regression-weight", "nan", "--out", "{tmp}"],
          "--regression-weight"),
     case("train.dmd_report", ["--gan-students", "3", "--out", "{tmp}"], "--gan-students"),

@@ -27,7 +27,6 @@ from wanjax.argtypes import (
     at_least,
     nonnegative_float,
     positive_float,
-    positive_int,
     positive_int_list,
 )
 from wanjax.io import checkpoint
@@ -137,9 +136,11 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/dmd_report", help="output folder (%(default)s)")
     p.add_argument("--teacher", default=toy.TEACHER_PATH, help="toy teacher (%(default)s)")
-    p.add_argument("--iterations", type=positive_int, default=2000,
-                   help="critic iterations per stage, 5 per generator update (%(default)s; "
-                   "the toy preset's 1000 leaves the 1-step student short of converged)")
+    p.add_argument("--iterations", type=positive_int_list, default="2000",
+                   help="critic iterations per stage, 5 per generator update: one number for "
+                   "every student or one each for the 1-, 2- and 4-step students, e.g. "
+                   "6000,4000,2000 (%(default)s; the toy preset's 1000 leaves the 1-step "
+                   "student short of converged)")
     p.add_argument("--regression-weight", type=nonnegative_float, default=0.0,
                    help="weight of the teacher-ODE regression term (%(default)s: plain DMD2)")
     p.add_argument("--regression-students", type=positive_int_list, default="1,2,4",
@@ -169,6 +170,10 @@ def main(argv=None) -> int:
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
     args = p.parse_args(argv)
+    if len(args.iterations) not in (1, len(STEP_COUNTS)):
+        p.error(f"--iterations takes one number or {len(STEP_COUNTS)} (for {STEP_COUNTS} steps)")
+    iters = dict(zip(STEP_COUNTS, args.iterations * len(STEP_COUNTS) if len(args.iterations) == 1
+                     else args.iterations, strict=True))
     for flag in ("regression_students", "gan_students"):
         if not set(getattr(args, flag)) <= set(STEP_COUNTS):
             p.error(f"--{flag.replace('_', '-')} must be among {STEP_COUNTS}")
@@ -201,7 +206,7 @@ def main(argv=None) -> int:
                                             seed=args.seed))
     for n in STEP_COUNTS:
         print(f"[report] training the {n}-step student", flush=True)
-        path = train_student(n, out / f"student_{n}", args.teacher, args.iterations, args.seed,
+        path = train_student(n, out / f"student_{n}", args.teacher, iters[n], args.seed,
                              reg[n], gan_w[n], args.noise_shift, args.gan_real,
                              args.gan_noise_shift, args.gan_reversed_weight,
                              gan_stages)
@@ -216,7 +221,9 @@ def main(argv=None) -> int:
         "on pixels) are against held-out real renders, lower is better; accuracies come from the "
         "toy classifier; `teacher N` samples the teacher with CFG on the N-step student grid "
         "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off. "
-        f"Students: {args.iterations} critic iterations per stage; teacher-ODE regression "
+        "Students: critic iterations per stage "
+        + ", ".join(f"{iters[n]} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
+        + "; teacher-ODE regression "
         "weight " + ", ".join(f"{reg[n]:g} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
         + "; GAN weight " + ", ".join(f"{gan_w[n]:g}" for n in STEP_COUNTS)
         + " (1, 2, 4 steps; 0 and 0: plain DMD2), its real samples "
@@ -237,7 +244,7 @@ def main(argv=None) -> int:
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps(
         {"rows": rows, "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
-         "teacher": args.teacher, "iterations": args.iterations,
+         "teacher": args.teacher, "iterations": {str(n): iters[n] for n in STEP_COUNTS},
          "regression_weight": reg, "gan_weight": gan_w, "gan_real": args.gan_real,
          "noise_shift": args.noise_shift, "gan_noise_shift": args.gan_noise_shift,
          "gan_reversed_weight": args.gan_reversed_weight}, indent=2))
