@@ -164,6 +164,7 @@ def main(argv=None) -> int:
                    help="weight of real renders played backwards as extra fakes for the GAN's "
                    "discriminator (%(default)s: off)")
     p.add_argument("--gan-stages", choices=("high", "low", "high,low"), default=None,
+                   metavar="{high|low|high,low}",
                    help="the phased stages that run the GAN term, e.g. low (a student without "
                    "that stage, like the 1-step one, then trains without it) (default: all)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
