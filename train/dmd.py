@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -180,20 +181,71 @@ SETTINGS_FILE = "dmd_config.json"
 
 def _check_settings(out: Path, cfg: DMDConfig, teacher: str, resume: bool) -> None:
     """Resuming continues a run only with the settings that started it: a changed setting would
-    silently mix two trainings (finished stages are skipped, checkpoints restored as they are)."""
+    silently mix two trainings (finished stages are skipped, checkpoints restored as they are).
+    The one exception is a larger `iterations`: it extends the run (see `run`)."""
     path = out / SETTINGS_FILE
     now = json.loads(json.dumps({"teacher": str(teacher), **dataclasses.asdict(cfg)}))
     if resume and path.is_file():
         before = json.loads(path.read_text())
         changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
-                   for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+                   for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)
+                   and not (k == "iterations" and before.get(k, 0) < now[k])]
         if changed:
-            raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)}); "
-                             "pass --no-resume to start it over, or use another --out")
+            shorter = " (a run can be extended, not shortened)" if \
+                before.get("iterations", 0) > now["iterations"] else ""
+            raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)})"
+                             f"{shorter}; pass --no-resume to start it over, or use another --out")
     if distributed.is_main_process():
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(now, indent=1) + "\n")
         tmp.replace(path)
+
+
+def _stage_experts(stage: str) -> tuple[str, ...]:
+    return ("high", "low") if stage == "joint" else (stage,)
+
+
+def _plan_stages(out: Path, cfg: DMDConfig, student: dict, resume: bool) -> list[str]:
+    """The stages still to train, after extending or superseding finished ones.
+
+    A stage finished with fewer iterations than `cfg.iterations` resumes from its last checkpoint
+    (the learning rates are constant and the prompt order does not depend on the run length, so
+    k iterations extended to N equal N straight). A later stage was trained from the shorter
+    earlier one: its folder is moved to `<stage>.superseded` and it trains again from the start.
+    Both are said even with --quiet (one line each).
+    """
+    def say(msg: str) -> None:
+        if distributed.is_main_process():
+            print(msg, file=sys.stderr, flush=True)
+
+    todo, reopened = [], False
+    for stage in cfg.stages():
+        done = out / stage / "DONE"
+        finished = json.loads(done.read_text()).get("iterations") if resume and done.is_file() \
+            else None
+        if reopened:
+            if (out / stage).exists() and distributed.is_main_process():
+                old = out / f"{stage}.superseded"
+                if old.exists():
+                    shutil.rmtree(old)
+                (out / stage).rename(old)
+                say(f"[{stage}] trained from the shorter earlier stage: moved to {old.name}, "
+                    "training it again")
+            for e in _stage_experts(stage):
+                student.pop(e, None)
+        elif finished is not None and all(e in student for e in _stage_experts(stage)):
+            if finished >= cfg.iterations:
+                continue
+            reopened = True
+            say(f"[{stage}] extending from {finished} to {cfg.iterations} iterations")
+            if distributed.is_main_process():
+                done.unlink()
+        todo.append(stage)
+    if reopened and jax.process_count() > 1:  # every process sees the moved folders
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("train.dmd: stages planned")
+    return todo
 
 
 def run(args, on_iteration=None) -> Path:
@@ -230,11 +282,8 @@ def run(args, on_iteration=None) -> Path:
     meta = {"teacher": str(teacher), "preset": args.preset}
     ctx = jax.set_mesh(mesh) if mesh is not None else _null()
     with ctx:
-        for stage in cfg.stages():
+        for stage in _plan_stages(out, cfg, student, opts.resume):
             done = out / stage / "DONE"
-            if opts.resume and done.is_file() and all(
-                    e in student for e in (("high", "low") if stage == "joint" else (stage,))):
-                continue
             start = time.perf_counter()
             student.update(runner.run(stage, student))
             if distributed.is_main_process():

@@ -77,6 +77,39 @@ def test_sigterm_then_resume_equals_straight_run(teacher, straight_run, tmp_path
                flat_params(load_dit_module(teacher, "high")).items())
 
 
+def test_a_finished_run_extended_equals_the_straight_run(teacher, straight_run, tmp_path, capsys):
+    """A larger --iterations continues a finished run (constant learning rates, a prompt order
+    that does not depend on the length); a smaller one is refused."""
+    out = tmp_path / "short"
+    _run(teacher, out, extra=["--iterations", "4"])
+    short = _student(out)
+    _run(teacher, out)  # ARGS: 6 iterations
+    assert "[high] extending from 4 to 6 iterations" in capsys.readouterr().err
+    straight, extended = _student(straight_run), _student(out)
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], extended[k], err_msg=k)
+    assert any(not np.array_equal(short[k], extended[k]) for k in short)
+    assert json.loads((out / "high" / "DONE").read_text())["iterations"] == 6
+    with pytest.raises(ValueError, match=r"iterations: 6 -> 5\) \(a run can be extended, not sh"):
+        _run(teacher, out, extra=["--iterations", "5"])
+
+
+@pytest.mark.slow  # three 2-step runs (about 4 minutes); the extension itself is checked above
+def test_extending_the_high_stage_trains_the_low_stage_again(teacher, tmp_path, capsys):
+    two = ["--student-steps", "1000,500"]
+    _run(teacher, tmp_path / "straight", extra=[*two, "--iterations", "4"])
+    out = tmp_path / "extended"
+    _run(teacher, out, extra=[*two, "--iterations", "2"])
+    _run(teacher, out, extra=[*two, "--iterations", "4"])
+    err = capsys.readouterr().err
+    assert "[high] extending from 2 to 4" in err and "[low] trained from the shorter" in err
+    assert json.loads((out / "low.superseded" / "DONE").read_text())["iterations"] == 2
+    straight, extended = _student(tmp_path / "straight"), _student(out)
+    assert straight.keys() == extended.keys() and any(k.startswith("low/") for k in straight)
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], extended[k], err_msg=k)
+
+
 def _rows(out):
     return [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
 
