@@ -74,3 +74,14 @@ def test_mode_collapse_shows_in_diversity(prompts, floor):
 def test_rejects_bad_shapes(prompts):
     with pytest.raises(ValueError, match="expected videos"):
         metrics.evaluate_samples(np.zeros((3, 3, 4, 16, 16)), prompts)
+
+
+def test_clipped_scoring_leaves_real_renders_alone_and_cuts_overshoot(prompts):
+    real = metrics.real_videos(prompts)
+    assert real.min() >= -1.0 and real.max() <= 1.0  # so clipping changes samples only
+    np.testing.assert_array_equal(metrics.scored_as("clipped", real), real)
+    over = metrics.scored_as("clipped", 1.3 * real)
+    assert over.min() == -1.0 and over.max() == 1.0
+    np.testing.assert_array_equal(metrics.scored_as("raw", 1.3 * real), (1.3 * real).astype(np.float32))
+    with pytest.raises(ValueError, match="scoring"):
+        metrics.scored_as("uint8", real)

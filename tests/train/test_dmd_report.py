@@ -31,6 +31,15 @@ def test_verdict_needs_both_ratios(fd, acc, wide):
         assert ("NOT a wide margin" not in line) == wide, line
 
 
+def test_overall_verdict_needs_the_rule_under_every_scoring():
+    wins, loses = _rows(400.0, 0.9), _rows(400.0, 0.7)  # error 0.4 -> 0.1 (4x) / -> 0.3 (1.3x)
+    assert dmd_report.overall({"raw": wins, "clipped": wins}) == {1: True, 2: True}
+    assert dmd_report.overall({"raw": wins, "clipped": loses}) == {1: False, 2: False}
+    lines = dmd_report.overall_lines({"raw": loses, "clipped": wins})
+    assert lines[0] == "- 1-step student: NOT a wide margin (the rule holds under: clipped)"
+    assert dmd_report.overall_lines({"raw": wins})[1].endswith("wide margin under every scoring")
+
+
 def test_student_stages_of_the_toy_grids():
     assert dmd_report.student_stages(1) == ("high",)
     assert dmd_report.student_stages(2) == ("high", "low")
@@ -64,3 +73,32 @@ def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
     with pytest.raises(ValueError, match="--gan-weight"):
         dmd.run(args)
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
+    """The whole command with training and sampling stubbed: teachers overshoot the range."""
+    import json
+    from types import SimpleNamespace
+
+    from train.toy import metrics
+
+    def fake_sample(model, prompts, cfg, seed):
+        real = metrics.real_videos(prompts, split="test")
+        return real if model == "student" else 1.6 * real
+
+    monkeypatch.setattr(dmd_report, "load_teacher", lambda path: str(path))
+    monkeypatch.setattr(dmd_report, "train_student", lambda *a, **k: "student")
+    monkeypatch.setattr(dmd_report, "sample_videos", fake_sample)
+    monkeypatch.setattr(dmd_report, "student_sample_config", lambda manifest: None)
+    monkeypatch.setattr(dmd_report, "checkpoint", SimpleNamespace(read_manifest=lambda path: {}))
+    assert dmd_report.main(["--out", str(tmp_path), "--per-prompt", "2"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["rows"]) == {"raw", "clipped"}
+    raw, clipped = report["rows"]["raw"], report["rows"]["clipped"]
+    assert clipped["student 1"] == raw["student 1"]  # real renders: clipping changes nothing
+    assert clipped["teacher 1"]["fd"] != raw["teacher 1"]["fd"]
+    text = (tmp_path / "report.md").read_text()
+    assert "## Raw scoring" in text and "## Clipped scoring" in text and "## Verdict" in text
+    assert "`teacher_1.png`" in text and (tmp_path / "teacher_1.png").is_file()
+    assert report["wide_margin"] == {
+        str(n): all(dmd_report.wide_margin(rows, n) for rows in (raw, clipped)) for n in (1, 2)}

@@ -3,7 +3,8 @@
     python -m train.toy.evaluate --per-prompt 16 --preview outputs/toy_preview
 
 Every row samples the same prompt set (each of the 64 prompts `--per-prompt` times) and is scored
-by `train.toy.metrics.evaluate_samples` against held-out real renders of those prompts.
+by `train.toy.metrics.evaluate_samples` against held-out real renders of those prompts, once on
+the raw samples and once clipped to [-1, 1] (what the pipeline and the video writers output).
 """
 
 from __future__ import annotations
@@ -84,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     prompts = eval_prompts(args.per_prompt)
     samples = {"real (2nd draw)": metrics.real_videos(prompts, split="reference")}
     samples |= teacher_rows(teacher, prompts, args.steps, args.few_steps, args.solvers, args.seed)
-    rows = {name: metrics.evaluate_samples(v, prompts) for name, v in samples.items()}
-    print(metrics.format_table(rows))
+    for scoring in metrics.SCORINGS:
+        rows = {name: metrics.evaluate_samples(metrics.scored_as(scoring, v), prompts)
+                for name, v in samples.items()}
+        print(f"\n{scoring} samples:\n\n{metrics.format_table(rows)}")
     if args.preview:
         import imageio.v2 as imageio
 

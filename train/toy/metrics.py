@@ -15,6 +15,10 @@
 
 `evaluate_samples(videos, prompts)` returns all of them; `real_floor(prompts)` is the same row
 for a second real draw, the best any sampler can expect at that sample count.
+
+Raw or clipped: samplers overshoot [-1, 1] (CFG extrapolates); the judge was trained on unclipped
+inputs, while a viewer gets `displayed(videos)` (the toy pipeline and the PNG/MP4 writers clip).
+Real renders are inside the range, so clipping only changes samples. Reports score both.
 """
 
 from __future__ import annotations
@@ -148,6 +152,21 @@ def mode_tv(modes: np.ndarray, num_modes: int = world.NUM_MODES) -> float:
     """Total variation between the histogram of `modes` and the uniform distribution."""
     hist = np.bincount(modes, minlength=num_modes) / len(modes)
     return float(0.5 * np.abs(hist - 1.0 / num_modes).sum())
+
+
+SCORINGS = ("raw", "clipped")
+
+
+def displayed(videos: Float[np.ndarray, "b 3 f h w"]) -> Float[np.ndarray, "b 3 f h w"]:
+    """What a viewer gets from a sample: values clipped to the renderable range [-1, 1]."""
+    return np.clip(np.asarray(videos, np.float32), -1.0, 1.0)
+
+
+def scored_as(scoring: str, videos: Float[np.ndarray, "b 3 f h w"]) -> np.ndarray:
+    """`videos` as the named entry of `SCORINGS` scores them."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+    return displayed(videos) if scoring == "clipped" else np.asarray(videos, np.float32)
 
 
 def real_videos(prompts: Sequence[str], split: str = "heldout", seed: int = HELDOUT_SEED) -> np.ndarray:
