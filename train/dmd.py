@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="toy", help=f"configs/dmd_<preset>.py {d}")
     p.add_argument("--teacher", help="converted teacher checkpoint (default: the preset's)")
     p.add_argument("--out", default="outputs/dmd", help=f"output folder {d}")
-    p.add_argument("--iterations", type=positive_int, help="critic iterations per stage (preset's)")
+    p.add_argument("--iterations", type=positive_int,
+                   help="critic iterations per stage (preset's); more than a finished run's in "
+                   "--out extends it")
     p.add_argument("--batch-size", type=positive_int, help="global batch (preset's)")
     p.add_argument("--student-steps", help="raw student timesteps, e.g. 1000,750,500,250 (preset's)")
     p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
