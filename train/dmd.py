@@ -216,38 +216,41 @@ def _plan_stages(out: Path, cfg: DMDConfig, student: dict, resume: bool) -> list
     earlier one: its folder is moved to `<stage>.superseded` and it trains again from the start.
     Both are said even with --quiet (one line each).
     """
-    def say(msg: str) -> None:
-        if distributed.is_main_process():
-            print(msg, file=sys.stderr, flush=True)
-
-    todo, reopened = [], False
+    finished = {stage: json.loads((out / stage / "DONE").read_text()).get("iterations")
+                for stage in cfg.stages() if resume and (out / stage / "DONE").is_file()}
+    _sync("train.dmd: stages read")  # every process decides before the main one moves files
+    todo, extend, supersede = [], [], []
     for stage in cfg.stages():
-        done = out / stage / "DONE"
-        finished = json.loads(done.read_text()).get("iterations") if resume and done.is_file() \
-            else None
-        if reopened:
-            if (out / stage).exists() and distributed.is_main_process():
-                old = out / f"{stage}.superseded"
-                if old.exists():
-                    shutil.rmtree(old)
-                (out / stage).rename(old)
-                say(f"[{stage}] trained from the shorter earlier stage: moved to {old.name}, "
-                    "training it again")
+        if extend:
+            supersede.append(stage)
             for e in _stage_experts(stage):
                 student.pop(e, None)
-        elif finished is not None and all(e in student for e in _stage_experts(stage)):
-            if finished >= cfg.iterations:
+        elif finished.get(stage) is not None and all(e in student for e in _stage_experts(stage)):
+            if finished[stage] >= cfg.iterations:
                 continue
-            reopened = True
-            say(f"[{stage}] extending from {finished} to {cfg.iterations} iterations")
-            if distributed.is_main_process():
-                done.unlink()
+            extend.append(stage)
         todo.append(stage)
-    if reopened and jax.process_count() > 1:  # every process sees the moved folders
+    if distributed.is_main_process():
+        for stage in extend:
+            print(f"[{stage}] extending from {finished[stage]} to {cfg.iterations} iterations",
+                  file=sys.stderr, flush=True)
+            (out / stage / "DONE").unlink()
+        for stage in (s for s in supersede if (out / s).exists()):
+            old = out / f"{stage}.superseded"
+            if old.exists():
+                shutil.rmtree(old)
+            (out / stage).rename(old)
+            print(f"[{stage}] trained from the shorter earlier stage: moved to {old.name}, "
+                  "training it again", file=sys.stderr, flush=True)
+    _sync("train.dmd: stages planned")
+    return todo
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("train.dmd: stages planned")
-    return todo
+        multihost_utils.sync_global_devices(name)
 
 
 def run(args, on_iteration=None) -> Path:
