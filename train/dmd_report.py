@@ -221,12 +221,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = eval_prompts(args.per_prompt)
+    reference = metrics.real_videos(prompts)  # held-out renders: rendered once, not per row
     rows: dict = {scoring: {} for scoring in metrics.SCORINGS}
     timings = {}
 
     def score(name: str, videos) -> None:
         for scoring, table in rows.items():
-            table[name] = metrics.evaluate_samples(metrics.scored_as(scoring, videos), prompts)
+            table[name] = metrics.evaluate_samples(metrics.scored_as(scoring, videos), prompts,
+                                                   reference=reference)
         _save_grid(out, name, videos, args.per_prompt)
         print(f"[report] {name}: " + ", ".join(
             f"{scoring} FD {t[name]['fd']:.1f}, prompt accuracy {t[name]['prompt_acc']:.3f}"

@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     prompts = eval_prompts(args.per_prompt)
     samples = {"real (2nd draw)": metrics.real_videos(prompts, split="reference")}
     samples |= teacher_rows(teacher, prompts, args.steps, args.few_steps, args.solvers, args.seed)
+    reference = metrics.real_videos(prompts)  # held-out renders: rendered once, not per row
     for scoring in metrics.SCORINGS:
-        rows = {name: metrics.evaluate_samples(metrics.scored_as(scoring, v), prompts)
+        rows = {name: metrics.evaluate_samples(metrics.scored_as(scoring, v), prompts,
+                                               reference=reference)
                 for name, v in samples.items()}
         print(f"\n{scoring} samples:\n\n{metrics.format_table(rows)}")
     if args.preview:
