@@ -27,6 +27,7 @@ from wanjax.argtypes import (
     at_least,
     nonnegative_float,
     positive_float,
+    positive_float_list,
     positive_int_list,
 )
 from wanjax.io import checkpoint
@@ -159,6 +160,14 @@ def _save_grid(out: Path, name: str, videos, per_prompt: int) -> None:
                 video_grid(videos[pick]))
 
 
+def _per_student(p: argparse.ArgumentParser, flag: str, values: tuple) -> dict:
+    """One value for every student, or one per step count in STEP_COUNTS order."""
+    if len(values) not in (1, len(STEP_COUNTS)):
+        p.error(f"{flag} takes one number or {len(STEP_COUNTS)} (for {STEP_COUNTS} steps)")
+    return dict(zip(STEP_COUNTS, values * len(STEP_COUNTS) if len(values) == 1 else values,
+                    strict=True))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.dmd_report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,9 +192,10 @@ def main(argv=None) -> int:
     p.add_argument("--gan-real", choices=("teacher", "data"), default="teacher",
                    help="the GAN term's real samples: the teacher's ODE endpoints or fresh real "
                    "renders (%(default)s)")
-    p.add_argument("--noise-shift", type=positive_float, default=None,
-                   help="shift of every student's DMD / critic / GAN noise levels (default: the "
-                   "student grid's, 5)")
+    p.add_argument("--noise-shift", type=positive_float_list, default=None,
+                   help="shift of the students' DMD / critic / GAN noise levels: one number for "
+                   "every student or one each for the 1-, 2- and 4-step students, e.g. 1,5,5 "
+                   "(default: the student grid's, 5)")
     p.add_argument("--gan-noise-shift", type=positive_float, default=None,
                    help="the GAN term's own noise-level shift (default: it shares the DMD "
                    "term's levels)")
@@ -200,10 +210,8 @@ def main(argv=None) -> int:
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
     args = p.parse_args(argv)
-    if len(args.iterations) not in (1, len(STEP_COUNTS)):
-        p.error(f"--iterations takes one number or {len(STEP_COUNTS)} (for {STEP_COUNTS} steps)")
-    iters = dict(zip(STEP_COUNTS, args.iterations * len(STEP_COUNTS) if len(args.iterations) == 1
-                     else args.iterations, strict=True))
+    iters = _per_student(p, "--iterations", args.iterations)
+    shifts = _per_student(p, "--noise-shift", args.noise_shift or (None,))
     for flag in ("regression_students", "gan_students"):
         if not set(getattr(args, flag)) <= set(STEP_COUNTS):
             p.error(f"--{flag.replace('_', '-')} must be among {STEP_COUNTS}")
@@ -242,7 +250,7 @@ def main(argv=None) -> int:
     for n in STEP_COUNTS:
         print(f"[report] training the {n}-step student", flush=True)
         path = train_student(n, out / f"student_{n}", args.teacher, iters[n], args.seed,
-                             reg[n], gan_w[n], args.noise_shift, args.gan_real,
+                             reg[n], gan_w[n], shifts[n], args.gan_real,
                              args.gan_noise_shift, args.gan_reversed_weight,
                              gan_stages)
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
@@ -264,7 +272,8 @@ def main(argv=None) -> int:
         + " (1, 2, 4 steps; 0 and 0: plain DMD2), its real samples "
         + ("the teacher's ODE endpoints" if args.gan_real == "teacher" else "real renders")
         + "; noise-level shift of the losses "
-        + ("the grid's (5)" if args.noise_shift is None else f"{args.noise_shift:g}")
+        + ", ".join(("the grid's (5)" if shifts[n] is None else f"{shifts[n]:g}")
+                    + f" ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
         + ("" if args.gan_noise_shift is None
            else f", the GAN term's own {args.gan_noise_shift:g}")
         + ("" if not args.gan_reversed_weight
@@ -290,7 +299,8 @@ def main(argv=None) -> int:
          "timings_s": timings, "seed": args.seed, "per_prompt": args.per_prompt,
          "teacher": args.teacher, "iterations": {str(n): iters[n] for n in STEP_COUNTS},
          "regression_weight": reg, "gan_weight": gan_w, "gan_real": args.gan_real,
-         "noise_shift": args.noise_shift, "gan_noise_shift": args.gan_noise_shift,
+         "noise_shift": {str(n): shifts[n] for n in STEP_COUNTS},
+         "gan_noise_shift": args.gan_noise_shift,
          "gan_reversed_weight": args.gan_reversed_weight}, indent=2))
     print(text)
     return 0

@@ -50,6 +50,14 @@ def positive_int_list(text: str) -> tuple[int, ...]:
     return tuple(positive_int(p) for p in parts)
 
 
+def positive_float_list(text: str) -> tuple[float, ...]:
+    """A comma-separated list of finite numbers > 0, e.g. '1,5,5'."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of numbers")
+    return tuple(positive_float(p) for p in parts)
+
+
 def nonnegative_float(text: str) -> float:
     """A finite number >= 0 (a loss weight)."""
     try:

@@ -75,9 +75,9 @@ def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
 
 
-def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
-    """The whole command with training and sampling stubbed: teachers overshoot the range."""
-    import json
+def _stub_report(monkeypatch, trained: dict) -> None:
+    """Stubs training and sampling out of `dmd_report.main`: teachers overshoot the range,
+    students return real renders; `trained[steps]` records each student's noise shift."""
     from types import SimpleNamespace
 
     from train.toy import metrics
@@ -86,11 +86,22 @@ def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
         real = metrics.real_videos(prompts, split="test")
         return real if model == "student" else 1.6 * real
 
+    def fake_train(steps, out, teacher, iterations, seed, reg, gan, noise_shift, *a):
+        trained[steps] = noise_shift
+        return "student"
+
     monkeypatch.setattr(dmd_report, "load_teacher", lambda path: str(path))
-    monkeypatch.setattr(dmd_report, "train_student", lambda *a, **k: "student")
+    monkeypatch.setattr(dmd_report, "train_student", fake_train)
     monkeypatch.setattr(dmd_report, "sample_videos", fake_sample)
     monkeypatch.setattr(dmd_report, "student_sample_config", lambda manifest: None)
     monkeypatch.setattr(dmd_report, "checkpoint", SimpleNamespace(read_manifest=lambda path: {}))
+
+
+def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
+    """The whole command with training and sampling stubbed."""
+    import json
+
+    _stub_report(monkeypatch, {})
     assert dmd_report.main(["--out", str(tmp_path), "--per-prompt", "2"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["rows"]) == {"raw", "clipped"}
@@ -102,3 +113,23 @@ def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
     assert "`teacher_1.png`" in text and (tmp_path / "teacher_1.png").is_file()
     assert report["wide_margin"] == {
         str(n): all(dmd_report.wide_margin(rows, n) for rows in (raw, clipped)) for n in (1, 2)}
+
+
+
+def test_report_takes_one_noise_shift_per_student(monkeypatch, tmp_path, capsys):
+    """`--noise-shift 1,5,5` reaches each student's `python -m train.dmd`; two values are refused."""
+    import json
+
+    trained: dict = {}
+    _stub_report(monkeypatch, trained)
+    assert dmd_report.main(["--out", str(tmp_path), "--per-prompt", "2",
+                            "--noise-shift", "1,5,5"]) == 0
+    assert trained == {1: 1.0, 2: 5.0, 4: 5.0}
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["noise_shift"] == {"1": 1.0, "2": 5.0, "4": 5.0}
+    dmd_report.main(["--out", str(tmp_path / "one"), "--per-prompt", "2", "--noise-shift", "1"])
+    assert trained == {1: 1.0, 2: 1.0, 4: 1.0}
+    with pytest.raises(SystemExit) as e:
+        dmd_report.main(["--out", str(tmp_path / "x"), "--noise-shift", "1,5"])
+    assert e.value.code == 2 and "--noise-shift takes one number or 3" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
