@@ -203,7 +203,8 @@ def _check_settings(out: Path, cfg: DMDConfig, teacher: str, resume: bool) -> No
         tmp.replace(path)
 
 
-def _stage_experts(stage: str) -> tuple[str, ...]:
+def _expert_names(stage: str) -> tuple[str, ...]:
+    """The experts a stage trains."""
     return ("high", "low") if stage == "joint" else (stage,)
 
 
@@ -223,9 +224,9 @@ def _plan_stages(out: Path, cfg: DMDConfig, student: dict, resume: bool) -> list
     for stage in cfg.stages():
         if extend:
             supersede.append(stage)
-            for e in _stage_experts(stage):
+            for e in _expert_names(stage):
                 student.pop(e, None)
-        elif finished.get(stage) is not None and all(e in student for e in _stage_experts(stage)):
+        elif finished.get(stage) is not None and all(e in student for e in _expert_names(stage)):
             if finished[stage] >= cfg.iterations:
                 continue
             extend.append(stage)

@@ -179,7 +179,7 @@ class StageRunner:
             ckpts.save(cfg.iterations, state, force=True)
         ckpts.close()
         self._close_tensorboard()  # one events file per stage, complete when the stage ends
-        experts = _stage_experts(name, state.ema)
+        experts = _params_by_expert(name, state.ema)
         self.write_samples(name, state, {**student, **experts}, int(state.gen_updates), final=True)
         return experts
 
@@ -254,7 +254,7 @@ class StageRunner:
         """Samples the student (current EMA) on fixed prompts and seeds."""
         if jax.process_index() != 0:
             return
-        experts = {**self.nets.teacher, **student, **_stage_experts(name, state.ema)}
+        experts = {**self.nets.teacher, **student, **_params_by_expert(name, state.ema)}
         prompts = list(self.world.sample_prompts)
         ctx = jnp.asarray(self.world.contexts.encode(prompts))
         noise = jax.random.normal(jax.random.PRNGKey(1234), (len(prompts), *self.world.latent_shape))
@@ -273,7 +273,8 @@ def _stage_index(name: str) -> int:
     return {"high": 0, "low": 1, "joint": 2}[name]
 
 
-def _stage_experts(name: str, params) -> dict:
+def _params_by_expert(name: str, params) -> dict:
+    """A stage's generator params keyed by expert (a joint stage's are already)."""
     if name == "joint":
         return dict(params)
     return {name: params}
