@@ -115,7 +115,6 @@ def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
         str(n): all(dmd_report.wide_margin(rows, n) for rows in (raw, clipped)) for n in (1, 2)}
 
 
-
 def test_report_takes_one_noise_shift_per_student(monkeypatch, tmp_path, capsys):
     """`--noise-shift 1,5,5` reaches each student's `python -m train.dmd`; two values are refused."""
     import json
