@@ -42,20 +42,21 @@ def at_least(minimum: int):
     return parse
 
 
-def positive_int_list(text: str) -> tuple[int, ...]:
-    """A comma-separated list of integers >= 1, e.g. '4,8,20'."""
+def _comma_list(text: str, parse, what: str) -> tuple:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of integers")
-    return tuple(positive_int(p) for p in parts)
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}")
+    return tuple(parse(p) for p in parts)
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """A comma-separated list of integers >= 1, e.g. '4,8,20'."""
+    return _comma_list(text, positive_int, "integers")
 
 
 def positive_float_list(text: str) -> tuple[float, ...]:
     """A comma-separated list of finite numbers > 0, e.g. '1,5,5'."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of numbers")
-    return tuple(positive_float(p) for p in parts)
+    return _comma_list(text, positive_float, "numbers")
 
 
 def nonnegative_float(text: str) -> float:
