@@ -168,6 +168,11 @@ def _per_student(p: argparse.ArgumentParser, flag: str, values: tuple) -> dict:
                     strict=True))
 
 
+def _per_step_text(values: dict, fmt) -> str:
+    """'a (1 step), b (2 steps), c (4 steps)' for one value per student."""
+    return ", ".join(f"{fmt(values[n])} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.dmd_report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -265,15 +270,14 @@ def main(argv=None) -> int:
         "toy classifier; `teacher N` samples the teacher with CFG on the N-step student grid "
         "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off. "
         "Students: critic iterations per stage "
-        + ", ".join(f"{iters[n]} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
+        + _per_step_text(iters, str)
         + "; teacher-ODE regression "
-        "weight " + ", ".join(f"{reg[n]:g} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
+        "weight " + _per_step_text(reg, "{:g}".format)
         + "; GAN weight " + ", ".join(f"{gan_w[n]:g}" for n in STEP_COUNTS)
         + " (1, 2, 4 steps; 0 and 0: plain DMD2), its real samples "
         + ("the teacher's ODE endpoints" if args.gan_real == "teacher" else "real renders")
         + "; noise-level shift of the losses "
-        + ", ".join(("the grid's (5)" if shifts[n] is None else f"{shifts[n]:g}")
-                    + f" ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
+        + _per_step_text(shifts, lambda s: "the grid's (5)" if s is None else f"{s:g}")
         + ("" if args.gan_noise_shift is None
            else f", the GAN term's own {args.gan_noise_shift:g}")
         + ("" if not args.gan_reversed_weight
