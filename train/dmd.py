@@ -25,7 +25,13 @@ from train.checkpointing import StopFlag
 from train.dmd_config import DMDConfig
 from train.trainer import Networks, NonFiniteError, RunOptions, StageRunner, export_student
 from train.world import World, cached_world, toy_world
-from wanjax.argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
+from wanjax.argtypes import (
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_float_list,
+    positive_int,
+)
 from wanjax.config import Precision
 from wanjax.io import checkpoint
 from wanjax.loading import load_dit_module
@@ -52,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
     p.add_argument("--lr-gen", type=float, help="generator learning rate (preset's)")
     p.add_argument("--lr-critic", type=float, help="critic learning rate (preset's)")
+    p.add_argument("--guidance", type=positive_float_list,
+                   help="the real score's CFG scale (standard convention), one for both experts "
+                   "or HIGH,LOW; the public Wan recipes distil with 4-6, above the teacher's own "
+                   "sampling scale (preset's)")
     p.add_argument("--critic-ratio", type=positive_int, help="critic steps per generator step (5)")
     p.add_argument("--grad-accum", type=positive_int,
                    help="micro-batches accumulated per optimizer update (preset's; 1)")
@@ -116,6 +126,11 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
         "noise_shift": args.noise_shift, "gan_real": args.gan_real, "seed": args.seed,
         "gan_noise_shift": args.gan_noise_shift, "gan_reversed_weight": args.gan_reversed_weight,
     }.items() if v is not None}
+    if args.guidance:
+        if len(args.guidance) > 2:
+            raise ValueError(f"--guidance takes one scale or HIGH,LOW, got {len(args.guidance)}")
+        high, low = args.guidance if len(args.guidance) == 2 else args.guidance * 2
+        changes["guidance_high"], changes["guidance_low"] = high, low
     if args.gan_stages:
         changes["gan_stages"] = tuple(s.strip() for s in args.gan_stages.split(","))
     if args.student_steps:
@@ -291,14 +306,30 @@ def run(args, on_iteration=None) -> Path:
         for stage in _plan_stages(out, cfg, student, opts.resume):
             done = out / stage / "DONE"
             start = time.perf_counter()
-            student.update(runner.run(stage, student))
+            try:
+                student.update(runner.run(stage, student))
+            finally:  # a stopped run's part counts too: the stage's time is the sum of its runs
+                seconds = _add_wall_time(out / stage, time.perf_counter() - start)
             if distributed.is_main_process():
                 export_student(out, cfg, nets, student, meta)
             done.parent.mkdir(parents=True, exist_ok=True)
-            # the wall time of the run that finished the stage (a resumed stage: its last part)
             done.write_text(json.dumps({"stage": stage, "iterations": cfg.iterations,
-                                        "seconds": round(time.perf_counter() - start, 1)}) + "\n")
+                                        "seconds": round(seconds, 1)}) + "\n")
     return out / "student"
+
+
+WALL_TIME_FILE = "wall_seconds.json"
+
+
+def _add_wall_time(stage_dir: Path, seconds: float) -> float:
+    """Adds one run's wall time to the stage's total (resumed and extended runs add up; a
+    killed process's part is lost) and returns the total."""
+    path = stage_dir / WALL_TIME_FILE
+    total = seconds + (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0)
+    if distributed.is_main_process():
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seconds": total}) + "\n")
+    return total
 
 
 class _null:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import dmd_toy as toy_dmd
 from configs import toy
 from train import dmd
 from wanjax.io import checkpoint
@@ -67,7 +68,13 @@ def test_sigterm_then_resume_equals_straight_run(teacher, straight_run, tmp_path
     with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
         _run(teacher, tmp_path / "resumed", hook=preempt)
     assert not (tmp_path / "resumed" / "student").exists()
+    stage = tmp_path / "resumed" / "high"
+    first_part = json.loads((stage / dmd.WALL_TIME_FILE).read_text())["seconds"]
     _run(teacher, tmp_path / "resumed")
+    # the stage's wall time is both runs', not only the last one's
+    total = json.loads((stage / dmd.WALL_TIME_FILE).read_text())["seconds"]
+    assert 0 < first_part < total
+    assert json.loads((stage / "DONE").read_text())["seconds"] == round(total, 1)
     resumed = _student(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     for k in straight:
@@ -208,6 +215,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         dmd.main(["--regression-weight", "-1"])
     assert e.value.code == 2
+    assert dmd.main(["--guidance", "5,4,3", "--out", str(tmp_path / "o")]) == 1
+    assert "one scale or HIGH,LOW" in capsys.readouterr().err
+
+
+def test_guidance_sets_the_real_scores_scale_per_expert():
+    def cfg(*flags):
+        return dmd._override(toy_dmd.DMD, dmd._parser().parse_args(list(flags)))
+
+    assert (cfg().guidance_high, cfg().guidance_low) == (3.0, 3.0)  # the toy preset's
+    assert (cfg("--guidance", "5").guidance_high, cfg("--guidance", "5").guidance_low) == (5, 5)
+    both = cfg("--guidance", "5,4")
+    assert (both.guidance_high, both.guidance_low) == (5.0, 4.0)
 
 
 def _tfrecords(path):
