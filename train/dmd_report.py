@@ -47,7 +47,7 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
                   noise_shift: float | None = None, gan_real: str = "teacher",
                   gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0,
-                  gan_stages: tuple[str, ...] | None = None,
+                  gan_stages: tuple[str, ...] | None = None, guidance: float | None = None,
                   extra_args: tuple[str, ...] = ()) -> Path:
     """Trains one student with `python -m train.dmd` (`extra_args`: more of its flags).
 
@@ -68,6 +68,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--gan-weight", str(gan_weight)]
     if noise_shift is not None:
         argv += ["--noise-shift", str(noise_shift)]
+    if guidance is not None:
+        argv += ["--guidance", str(guidance)]
     if gan_weight and gan_real != "teacher":
         argv += ["--gan-real", gan_real]
     if gan_weight and gan_noise_shift is not None:
@@ -201,6 +203,11 @@ def main(argv=None) -> int:
                    help="shift of the students' DMD / critic / GAN noise levels: one number for "
                    "every student or one each for the 1-, 2- and 4-step students, e.g. 1,5,5 "
                    "(default: the student grid's, 5)")
+    p.add_argument("--guidance", type=positive_float_list, default=None,
+                   help="the real score's CFG scale in the students' DMD term (both experts): "
+                   "one number for every student or one each for the 1-, 2- and 4-step "
+                   "students (default: the toy preset's 3, the teacher's own sampling scale; "
+                   "the teacher rows always sample with 3)")
     p.add_argument("--gan-noise-shift", type=positive_float, default=None,
                    help="the GAN term's own noise-level shift (default: it shares the DMD "
                    "term's levels)")
@@ -217,6 +224,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     iters = _per_student(p, "--iterations", args.iterations)
     shifts = _per_student(p, "--noise-shift", args.noise_shift or (None,))
+    guidance = _per_student(p, "--guidance", args.guidance or (None,))
     for flag in ("regression_students", "gan_students"):
         if not set(getattr(args, flag)) <= set(STEP_COUNTS):
             p.error(f"--{flag.replace('_', '-')} must be among {STEP_COUNTS}")
@@ -257,7 +265,7 @@ def main(argv=None) -> int:
         path = train_student(n, out / f"student_{n}", args.teacher, iters[n], args.seed,
                              reg[n], gan_w[n], shifts[n], args.gan_real,
                              args.gan_noise_shift, args.gan_reversed_weight,
-                             gan_stages)
+                             gan_stages, guidance=guidance[n])
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -278,6 +286,9 @@ def main(argv=None) -> int:
         + ("the teacher's ODE endpoints" if args.gan_real == "teacher" else "real renders")
         + "; noise-level shift of the losses "
         + _per_step_text(shifts, lambda s: "the grid's (5)" if s is None else f"{s:g}")
+        + "; the real score's CFG scale "
+        + _per_step_text(guidance, lambda g: f"{dmd_toy.DMD.guidance_high:g}" if g is None
+                         else f"{g:g}")
         + ("" if args.gan_noise_shift is None
            else f", the GAN term's own {args.gan_noise_shift:g}")
         + ("" if not args.gan_reversed_weight
@@ -304,6 +315,7 @@ def main(argv=None) -> int:
          "teacher": args.teacher, "iterations": {str(n): iters[n] for n in STEP_COUNTS},
          "regression_weight": reg, "gan_weight": gan_w, "gan_real": args.gan_real,
          "noise_shift": {str(n): shifts[n] for n in STEP_COUNTS},
+         "guidance": {str(n): guidance[n] for n in STEP_COUNTS},
          "gan_noise_shift": args.gan_noise_shift,
          "gan_reversed_weight": args.gan_reversed_weight}, indent=2))
     print(text)

@@ -68,6 +68,12 @@ def test_gan_stages_reach_train_dmd_only_where_the_student_has_them(monkeypatch)
     assert not any(a.startswith("--gan") for a in argv)
 
 
+def test_guidance_reaches_train_dmd_only_when_given(monkeypatch):
+    argv = _argv_of(monkeypatch, 2, guidance=4.5)
+    assert argv[argv.index("--guidance") + 1] == "4.5"
+    assert "--guidance" not in _argv_of(monkeypatch, 2)  # the preset's
+
+
 def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
     args = dmd._parser().parse_args(["--out", str(tmp_path / "o"), "--gan-stages", "low"])
     with pytest.raises(ValueError, match="--gan-weight"):
@@ -75,9 +81,11 @@ def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
 
 
-def _stub_report(monkeypatch, trained: dict) -> None:
+def _stub_report(monkeypatch, trained: dict, guidance: dict | None = None) -> None:
     """Stubs training and sampling out of `dmd_report.main`: teachers overshoot the range,
-    students return real renders; `trained[steps]` records each student's noise shift."""
+    students return real renders; `trained[steps]` records each student's noise shift,
+    `guidance[steps]` its real-score guidance."""
+    guidance = {} if guidance is None else guidance
     from types import SimpleNamespace
 
     from train.toy import metrics
@@ -86,8 +94,9 @@ def _stub_report(monkeypatch, trained: dict) -> None:
         real = metrics.real_videos(prompts, split="test")
         return real if model == "student" else 1.6 * real
 
-    def fake_train(steps, out, teacher, iterations, seed, reg, gan, noise_shift, *a):
+    def fake_train(steps, out, teacher, iterations, seed, reg, gan, noise_shift, *a, **kw):
         trained[steps] = noise_shift
+        guidance[steps] = kw.get("guidance")
         return "student"
 
     monkeypatch.setattr(dmd_report, "load_teacher", lambda path: str(path))
@@ -115,17 +124,21 @@ def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
         str(n): all(dmd_report.wide_margin(rows, n) for rows in (raw, clipped)) for n in (1, 2)}
 
 
-def test_report_takes_one_noise_shift_per_student(monkeypatch, tmp_path, capsys):
-    """`--noise-shift 1,5,5` reaches each student's `python -m train.dmd`; two values are refused."""
+def test_report_takes_one_noise_shift_and_guidance_per_student(monkeypatch, tmp_path, capsys):
+    """`--noise-shift 1,5,5` and `--guidance 3,4.5,3` reach each student's `python -m train.dmd`;
+    two values are refused."""
     import json
 
     trained: dict = {}
-    _stub_report(monkeypatch, trained)
+    guidance: dict = {}
+    _stub_report(monkeypatch, trained, guidance)
     assert dmd_report.main(["--out", str(tmp_path), "--per-prompt", "2",
-                            "--noise-shift", "1,5,5"]) == 0
-    assert trained == {1: 1.0, 2: 5.0, 4: 5.0}
+                            "--noise-shift", "1,5,5", "--guidance", "3,4.5,3"]) == 0
+    assert trained == {1: 1.0, 2: 5.0, 4: 5.0} and guidance == {1: 3.0, 2: 4.5, 4: 3.0}
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["noise_shift"] == {"1": 1.0, "2": 5.0, "4": 5.0}
+    assert report["guidance"] == {"1": 3.0, "2": 4.5, "4": 3.0}
+    assert "CFG scale 3 (1 step), 4.5 (2 steps), 3 (4 steps)" in (tmp_path / "report.md").read_text()
     dmd_report.main(["--out", str(tmp_path / "one"), "--per-prompt", "2", "--noise-shift", "1"])
     assert trained == {1: 1.0, 2: 1.0, 4: 1.0}
     with pytest.raises(SystemExit) as e:
