@@ -47,7 +47,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
                   noise_shift: float | None = None, gan_real: str = "teacher",
                   gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0,
-                  gan_stages: tuple[str, ...] | None = None, guidance: float | None = None,
+                  gan_stages: tuple[str, ...] | None = None,
+                  guidance: tuple[float, float] | None = None,
                   extra_args: tuple[str, ...] = ()) -> Path:
     """Trains one student with `python -m train.dmd` (`extra_args`: more of its flags).
 
@@ -68,8 +69,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
         argv += ["--gan-weight", str(gan_weight)]
     if noise_shift is not None:
         argv += ["--noise-shift", str(noise_shift)]
-    if guidance is not None:
-        argv += ["--guidance", str(guidance)]
+    if guidance is not None:  # (high expert, low expert)
+        argv += ["--guidance", ",".join(str(g) for g in guidance)]
     if gan_weight and gan_real != "teacher":
         argv += ["--gan-real", gan_real]
     if gan_weight and gan_noise_shift is not None:
@@ -170,6 +171,16 @@ def _per_student(p: argparse.ArgumentParser, flag: str, values: tuple) -> dict:
                     strict=True))
 
 
+def _guidance_per_student(p: argparse.ArgumentParser, high: tuple | None,
+                          low: tuple | None) -> dict:
+    """{steps: (high, low) or None (the preset's)}; an expert not given keeps the preset's."""
+    if high is None and low is None:
+        return dict.fromkeys(STEP_COUNTS)
+    highs = _per_student(p, "--guidance-high", high or (dmd_toy.DMD.guidance_high,))
+    lows = _per_student(p, "--guidance-low", low or (dmd_toy.DMD.guidance_low,))
+    return {n: (highs[n], lows[n]) for n in STEP_COUNTS}
+
+
 def _per_step_text(values: dict, fmt) -> str:
     """'a (1 step), b (2 steps), c (4 steps)' for one value per student."""
     return ", ".join(f"{fmt(values[n])} ({n} step{'s' if n > 1 else ''})" for n in STEP_COUNTS)
@@ -203,11 +214,13 @@ def main(argv=None) -> int:
                    help="shift of the students' DMD / critic / GAN noise levels: one number for "
                    "every student or one each for the 1-, 2- and 4-step students, e.g. 1,5,5 "
                    "(default: the student grid's, 5)")
-    p.add_argument("--guidance", type=positive_float_list, default=None,
-                   help="the real score's CFG scale in the students' DMD term (both experts): "
-                   "one number for every student or one each for the 1-, 2- and 4-step "
-                   "students (default: the toy preset's 3, the teacher's own sampling scale; "
-                   "the teacher rows always sample with 3)")
+    for expert in ("high", "low"):
+        p.add_argument(f"--guidance-{expert}", type=positive_float_list, default=None,
+                       help=f"the real score's CFG scale at the {expert}-noise expert's levels "
+                       "in the students' DMD term: one number for every student or one each "
+                       "for the 1-, 2- and 4-step students, e.g. 3,5,3 (default: the toy "
+                       "preset's 3, the teacher's own sampling scale; the teacher rows always "
+                       "sample with 3)")
     p.add_argument("--gan-noise-shift", type=positive_float, default=None,
                    help="the GAN term's own noise-level shift (default: it shares the DMD "
                    "term's levels)")
@@ -224,7 +237,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     iters = _per_student(p, "--iterations", args.iterations)
     shifts = _per_student(p, "--noise-shift", args.noise_shift or (None,))
-    guidance = _per_student(p, "--guidance", args.guidance or (None,))
+    guidance = _guidance_per_student(p, args.guidance_high, args.guidance_low)
     for flag in ("regression_students", "gan_students"):
         if not set(getattr(args, flag)) <= set(STEP_COUNTS):
             p.error(f"--{flag.replace('_', '-')} must be among {STEP_COUNTS}")
@@ -287,8 +300,8 @@ def main(argv=None) -> int:
         + "; noise-level shift of the losses "
         + _per_step_text(shifts, lambda s: "the grid's (5)" if s is None else f"{s:g}")
         + "; the real score's CFG scale "
-        + _per_step_text(guidance, lambda g: f"{dmd_toy.DMD.guidance_high:g}" if g is None
-                         else f"{g:g}")
+        + " (high / low expert) " + _per_step_text(guidance, lambda g: "/".join(
+            f"{v:g}" for v in (g or (dmd_toy.DMD.guidance_high, dmd_toy.DMD.guidance_low))))
         + ("" if args.gan_noise_shift is None
            else f", the GAN term's own {args.gan_noise_shift:g}")
         + ("" if not args.gan_reversed_weight

@@ -69,8 +69,8 @@ def test_gan_stages_reach_train_dmd_only_where_the_student_has_them(monkeypatch)
 
 
 def test_guidance_reaches_train_dmd_only_when_given(monkeypatch):
-    argv = _argv_of(monkeypatch, 2, guidance=4.5)
-    assert argv[argv.index("--guidance") + 1] == "4.5"
+    argv = _argv_of(monkeypatch, 2, guidance=(5.0, 3.0))
+    assert argv[argv.index("--guidance") + 1] == "5.0,3.0"
     assert "--guidance" not in _argv_of(monkeypatch, 2)  # the preset's
 
 
@@ -125,7 +125,7 @@ def test_report_scores_raw_and_clipped_and_writes_both(monkeypatch, tmp_path):
 
 
 def test_report_takes_one_noise_shift_and_guidance_per_student(monkeypatch, tmp_path, capsys):
-    """`--noise-shift 1,5,5` and `--guidance 3,4.5,3` reach each student's `python -m train.dmd`;
+    """`--noise-shift 1,5,5` and `--guidance-high 3,5,3` reach each student's `python -m train.dmd`;
     two values are refused."""
     import json
 
@@ -133,14 +133,16 @@ def test_report_takes_one_noise_shift_and_guidance_per_student(monkeypatch, tmp_
     guidance: dict = {}
     _stub_report(monkeypatch, trained, guidance)
     assert dmd_report.main(["--out", str(tmp_path), "--per-prompt", "2",
-                            "--noise-shift", "1,5,5", "--guidance", "3,4.5,3"]) == 0
-    assert trained == {1: 1.0, 2: 5.0, 4: 5.0} and guidance == {1: 3.0, 2: 4.5, 4: 3.0}
+                            "--noise-shift", "1,5,5", "--guidance-high", "3,5,3"]) == 0
+    assert trained == {1: 1.0, 2: 5.0, 4: 5.0}
+    assert guidance == {1: (3.0, 3.0), 2: (5.0, 3.0), 4: (3.0, 3.0)}  # low: the preset's
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["noise_shift"] == {"1": 1.0, "2": 5.0, "4": 5.0}
-    assert report["guidance"] == {"1": 3.0, "2": 4.5, "4": 3.0}
-    assert "CFG scale 3 (1 step), 4.5 (2 steps), 3 (4 steps)" in (tmp_path / "report.md").read_text()
+    assert report["guidance"] == {"1": [3.0, 3.0], "2": [5.0, 3.0], "4": [3.0, 3.0]}
+    assert "3/3 (1 step), 5/3 (2 steps), 3/3 (4 steps)" in (tmp_path / "report.md").read_text()
     dmd_report.main(["--out", str(tmp_path / "one"), "--per-prompt", "2", "--noise-shift", "1"])
     assert trained == {1: 1.0, 2: 1.0, 4: 1.0}
+    assert guidance == {1: None, 2: None, 4: None}  # no --guidance-*: train.dmd keeps the preset's
     with pytest.raises(SystemExit) as e:
         dmd_report.main(["--out", str(tmp_path / "x"), "--noise-shift", "1,5"])
     assert e.value.code == 2 and "--noise-shift takes one number or 3" in capsys.readouterr().err
