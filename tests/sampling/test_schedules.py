@@ -163,6 +163,9 @@ def test_shift_composes_and_keeps_endpoints(sigma, a, b):
         (lambda: sampling.shift_sigma(0.5, 0.0), "shift"),
         (lambda: sampling.warp_timesteps([1001], 5.0), "raw_timesteps"),
         (lambda: sampling.warp_timesteps([], 5.0), "raw_timesteps"),
+        (lambda: sampling.warp_timesteps([500, 1000], 5.0), "strictly decreasing"),
+        (lambda: sampling.few_step_schedule([1000, 1000], 5.0), "strictly decreasing"),
+        (lambda: sampling.few_step_schedule([1000, 0], 5.0), "> 0"),
         (lambda: sampling.expert_split(np.array([900]), 1.5), "boundary"),
     ],
 )

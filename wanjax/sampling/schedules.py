@@ -86,6 +86,10 @@ def _warped_sigmas(raw_timesteps: Sequence[float] | ArrayLike, shift: float) -> 
         raise ValueError(
             f"raw_timesteps must lie in [0, {NUM_TRAIN_TIMESTEPS}], got {raw.tolist()}"
         )
+    if np.any(np.diff(raw) >= 0) or raw[-1] == 0:
+        # a student runs from noise towards data: each step at a lower noise level, none at 0
+        # (the grid's final sigma = 0 is appended)
+        raise ValueError(f"raw_timesteps must be strictly decreasing and > 0, got {raw.tolist()}")
     return shift_sigma(raw / NUM_TRAIN_TIMESTEPS, shift)
 
 
