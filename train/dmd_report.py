@@ -96,7 +96,8 @@ def gan_stages_of(steps: int, wanted: tuple[str, ...]) -> tuple[str, ...]:
 
 def stage_seconds(run: Path) -> float:
     """Training wall time of a `train.dmd` output folder: the sum over its finished stages (each
-    DONE file records the run that finished it, so a resumed report still reports them)."""
+    DONE file records its stage's total over every run that trained it, so a resumed report
+    reports the whole time)."""
     return sum(json.loads(done.read_text()).get("seconds", 0.0) for done in run.glob("*/DONE"))
 
 
