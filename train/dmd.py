@@ -31,6 +31,7 @@ from wanjax.argtypes import (
     positive_float,
     positive_float_list,
     positive_int,
+    positive_int_list,
 )
 from wanjax.config import Precision
 from wanjax.io import checkpoint
@@ -50,9 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="toy", help=f"configs/dmd_<preset>.py {d}")
     p.add_argument("--teacher", help="converted teacher checkpoint (default: the preset's)")
     p.add_argument("--out", default="outputs/dmd", help=f"output folder {d}")
-    p.add_argument("--iterations", type=positive_int,
-                   help="critic iterations per stage (preset's); more than a finished run's in "
-                   "--out extends it")
+    p.add_argument("--iterations", type=positive_int_list,
+                   help="critic iterations of every stage, or one count per stage in training "
+                   "order, e.g. 3000,5000 for a phased high then low stage (preset's); more "
+                   "than a finished run's in --out extends it (a longer stage retrains the "
+                   "stages after it)")
     p.add_argument("--batch-size", type=positive_int, help="global batch (preset's)")
     p.add_argument("--student-steps", help="raw student timesteps, e.g. 1000,750,500,250 (preset's)")
     p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
@@ -117,9 +120,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_or_per_stage(counts: tuple[int, ...] | None) -> int | tuple[int, ...] | None:
+    return counts if counts is None or len(counts) > 1 else counts[0]
+
+
 def _override(cfg: DMDConfig, args) -> DMDConfig:
     changes = {k: v for k, v in {
-        "iterations": args.iterations, "batch_size": args.batch_size, "moe_mode": args.moe_mode,
+        "iterations": _one_or_per_stage(args.iterations), "batch_size": args.batch_size,
+        "moe_mode": args.moe_mode,
         "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
         "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
         "regression_pairs": args.regression_pairs, "gan_weight": args.gan_weight,
@@ -196,6 +204,14 @@ def _load_student(out: Path) -> dict:
 SETTINGS_FILE = "dmd_config.json"
 
 
+def _per_stage(count, n: int) -> list[int]:
+    """A settings file's `iterations` (one count, or one per stage) as one count per stage (a
+    list for another number of stages: zeros, as that run's stages differ anyway)."""
+    if isinstance(count, list):
+        return count if len(count) == n else [0] * n
+    return [count] * n
+
+
 def _check_settings(out: Path, cfg: DMDConfig, teacher: str, resume: bool) -> None:
     """Resuming continues a run only with the settings that started it: a changed setting would
     silently mix two trainings (finished stages are skipped, checkpoints restored as they are).
@@ -204,12 +220,13 @@ def _check_settings(out: Path, cfg: DMDConfig, teacher: str, resume: bool) -> No
     now = json.loads(json.dumps({"teacher": str(teacher), **dataclasses.asdict(cfg)}))
     if resume and path.is_file():
         before = json.loads(path.read_text())
+        counts = [_per_stage(d.get("iterations", 0), len(cfg.stages())) for d in (before, now)]
+        shorter = any(b > n for b, n in zip(*counts, strict=True))
         changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
                    for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)
-                   and not (k == "iterations" and before.get(k, 0) < now[k])]
+                   and not (k == "iterations" and not shorter)]
         if changed:
-            shorter = " (a run can be extended, not shortened)" if \
-                before.get("iterations", 0) > now["iterations"] else ""
+            shorter = " (a run can be extended, not shortened)" if shorter else ""
             raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)})"
                              f"{shorter}; pass --no-resume to start it over, or use another --out")
     if distributed.is_main_process():
@@ -226,7 +243,7 @@ def _expert_names(stage: str) -> tuple[str, ...]:
 def _plan_stages(out: Path, cfg: DMDConfig, student: dict, resume: bool) -> list[str]:
     """The stages still to train, after extending or superseding finished ones.
 
-    A stage finished with fewer iterations than `cfg.iterations` resumes from its last checkpoint
+    A stage finished with fewer iterations than `cfg.iterations_of(stage)` resumes from its last checkpoint
     (the learning rates are constant and the prompt order does not depend on the run length, so
     k iterations extended to N equal N straight). A later stage was trained from the shorter
     earlier one: its folder is moved to `<stage>.superseded` and it trains again from the start.
@@ -242,13 +259,14 @@ def _plan_stages(out: Path, cfg: DMDConfig, student: dict, resume: bool) -> list
             for e in _expert_names(stage):
                 student.pop(e, None)
         elif finished.get(stage) is not None and all(e in student for e in _expert_names(stage)):
-            if finished[stage] >= cfg.iterations:
+            if finished[stage] >= cfg.iterations_of(stage):
                 continue
             extend.append(stage)
         todo.append(stage)
     if distributed.is_main_process():
         for stage in extend:
-            print(f"[{stage}] extending from {finished[stage]} to {cfg.iterations} iterations",
+            print(f"[{stage}] extending from {finished[stage]} to {cfg.iterations_of(stage)} "
+                  "iterations",
                   file=sys.stderr, flush=True)
             (out / stage / "DONE").unlink()
         for stage in (s for s in supersede if (out / s).exists()):
@@ -313,7 +331,7 @@ def run(args, on_iteration=None) -> Path:
             if distributed.is_main_process():
                 export_student(out, cfg, nets, student, meta)
             done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps({"stage": stage, "iterations": cfg.iterations,
+            done.write_text(json.dumps({"stage": stage, "iterations": cfg.iterations_of(stage),
                                         "seconds": round(seconds, 1)}) + "\n")
     return out / "student"
 

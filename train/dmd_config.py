@@ -73,7 +73,7 @@ class DMDConfig:
     gan_hidden: int = 256
     # run
     batch_size: int = 1
-    iterations: int = 3000
+    iterations: int | tuple[int, ...] = 3000  # critic iterations: every stage, or one per stage
     seed: int = 0
     remat: bool = True
     compute_dtype: Literal["fp32", "bf16"] = "bf16"
@@ -81,7 +81,8 @@ class DMDConfig:
     def __post_init__(self):
         if self.moe_mode not in ("phased", "joint"):
             raise ValueError(f"moe_mode must be 'phased' or 'joint', got {self.moe_mode!r}")
-        if self.critic_ratio < 1 or self.iterations < 1 or self.batch_size < 1:
+        counts = self.iterations if isinstance(self.iterations, tuple) else (self.iterations,)
+        if self.critic_ratio < 1 or min(counts) < 1 or self.batch_size < 1:
             raise ValueError("critic_ratio, iterations and batch_size must be >= 1")
         if self.regression_weight < 0 or self.regression_pairs < 1 or self.regression_ode_steps < 1:
             raise ValueError("need regression_weight >= 0, regression_pairs >= 1 and "
@@ -107,6 +108,10 @@ class DMDConfig:
                 not self.gan_stages or not set(self.gan_stages) <= set(self.stages())):
             raise ValueError(f"gan_stages must be some of this run's stages {self.stages()}, "
                              f"got {self.gan_stages}")
+
+        if isinstance(self.iterations, tuple) and len(self.iterations) != len(self.stages()):
+            raise ValueError(f"iterations: one count, or one per stage {self.stages()}, got "
+                             f"{len(self.iterations)}")
 
     @property
     def uses_gan(self) -> bool:
@@ -140,6 +145,12 @@ class DMDConfig:
     @property
     def num_high_steps(self) -> int:
         return self.sample_config().num_high_steps()
+
+    def iterations_of(self, stage: str) -> int:
+        """The critic iterations of `stage` (one count for every stage, or one per stage)."""
+        if isinstance(self.iterations, int):
+            return self.iterations
+        return self.iterations[self.stages().index(stage)]
 
     def stages(self) -> tuple[str, ...]:
         """Training stages in order: ('high', 'low') when phased (fewer if the student's steps

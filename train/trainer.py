@@ -136,14 +136,15 @@ class StageRunner:
         if opts.resume and ckpts.latest_step() is not None:
             state = ckpts.restore(state)
             self._say(f"[{name}] resumed at iteration {int(state.step)} from {ckpts.directory}")
-        data = prompt_batches(self.world.prompts, cfg.batch_size, cfg.seed, cfg.iterations)
+        iterations = cfg.iterations_of(name)
+        data = prompt_batches(self.world.prompts, cfg.batch_size, cfg.seed, iterations)
         frozen = (real, frozen_gen)
         neg = jnp.asarray(self.world.contexts.negative(cfg.batch_size))
         pairs = self.ode_pairs() if cfg.uses_ode_pairs else None
         setup = stage_setup(cfg, name)
         endpoint, tau = setup.endpoint_index, setup.stage.tau
         start = int(state.step)
-        bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
+        bar = tqdm(range(start, iterations), initial=start, total=iterations,
                    desc=f"dmd {name}", disable=opts.quiet, unit="it")
         last_saved = start
         metrics: dict = {}
@@ -162,7 +163,7 @@ class StageRunner:
             real = self._gan_real_batch(pairs, it, endpoint, tau) if disc is not None else None
             state, m = critic_step(state, frozen, batch, real)
             metrics.update(m)
-            if it % opts.log_every == 0 or it == cfg.iterations - 1:
+            if it % opts.log_every == 0 or it == iterations - 1:
                 row = self._log(name, it, metrics, (it + 1 - n0) / (time.perf_counter() - t0))
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in ("gen_loss", "critic_loss") if k in row})
             if opts.on_iteration is not None:
@@ -175,8 +176,8 @@ class StageRunner:
                 self._close_tensorboard()
                 raise KeyboardInterrupt(f"stopped by signal {self.stop.signal} after iteration "
                                         f"{it + 1}; checkpoint saved, rerun to resume")
-        if last_saved != cfg.iterations and int(state.step) == cfg.iterations:
-            ckpts.save(cfg.iterations, state, force=True)
+        if last_saved != iterations and int(state.step) == iterations:
+            ckpts.save(iterations, state, force=True)
         ckpts.close()
         self._close_tensorboard()  # one events file per stage, complete when the stage ends
         experts = _params_by_expert(name, state.ema)

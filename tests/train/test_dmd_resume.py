@@ -256,3 +256,32 @@ def test_tensorboard_events_hold_the_jsonl_rows(straight_run):
         for k, v in r.items():
             if k not in ("stage", "iteration"):
                 assert scalars[(f"{r['stage']}/{k}", r["iteration"])] == pytest.approx(v, rel=1e-6)
+
+
+def test_per_stage_iterations_extend_only_the_stage_that_grew(tmp_path, capsys):
+    """`--iterations 4,3` on a finished 4,2 phased run continues the low stage alone (the high
+    stage it was trained from is unchanged); growing the high stage retrains the low one."""
+    two = ["--student-steps", "1000,500"]
+
+    def cfg(counts):
+        return dmd._override(toy_dmd.DMD, dmd._parser().parse_args([*two, "--iterations", counts]))
+
+    assert cfg("4,3").iterations == (4, 3) and cfg("4").iterations == 4
+    assert (cfg("4,3").iterations_of("high"), cfg("4,3").iterations_of("low")) == (4, 3)
+    with pytest.raises(ValueError, match=r"one per stage \('high', 'low'\)"):
+        cfg("4,3,2")
+    out = tmp_path / "run"
+    out.mkdir()
+    dmd._check_settings(out, cfg("4,2"), "t", resume=True)
+    for stage, n in (("high", 4), ("low", 2)):
+        (out / stage).mkdir(parents=True)
+        (out / stage / "DONE").write_text(json.dumps({"stage": stage, "iterations": n}))
+    dmd._check_settings(out, cfg("4,3"), "t", resume=True)  # longer: accepted
+    assert dmd._plan_stages(out, cfg("4,3"), {"high": 1, "low": 2}, True) == ["low"]
+    assert "[low] extending from 2 to 3" in capsys.readouterr().err
+    assert not (out / "low.superseded").exists()
+    with pytest.raises(ValueError, match="extended, not shortened"):
+        dmd._check_settings(out, cfg("3,3"), "t", resume=True)
+    (out / "low" / "DONE").write_text(json.dumps({"stage": "low", "iterations": 3}))
+    assert dmd._plan_stages(out, cfg("5,3"), {"high": 1, "low": 2}, True) == ["high", "low"]
+    assert (out / "low.superseded").is_dir()
