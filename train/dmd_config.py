@@ -108,7 +108,6 @@ class DMDConfig:
                 not self.gan_stages or not set(self.gan_stages) <= set(self.stages())):
             raise ValueError(f"gan_stages must be some of this run's stages {self.stages()}, "
                              f"got {self.gan_stages}")
-
         if isinstance(self.iterations, tuple) and len(self.iterations) != len(self.stages()):
             raise ValueError(f"iterations: one count, or one per stage {self.stages()}, got "
                              f"{len(self.iterations)}")
