@@ -226,9 +226,9 @@ def _check_settings(out: Path, cfg: DMDConfig, teacher: str, resume: bool) -> No
                    for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)
                    and not (k == "iterations" and not shorter)]
         if changed:
-            shorter = " (a run can be extended, not shortened)" if shorter else ""
+            hint = " (a run can be extended, not shortened)" if shorter else ""
             raise ValueError(f"{out} holds a run with other settings ({'; '.join(changed)})"
-                             f"{shorter}; pass --no-resume to start it over, or use another --out")
+                             f"{hint}; pass --no-resume to start it over, or use another --out")
     if distributed.is_main_process():
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(now, indent=1) + "\n")
@@ -243,9 +243,9 @@ def _expert_names(stage: str) -> tuple[str, ...]:
 def _plan_stages(out: Path, cfg: DMDConfig, student: dict, resume: bool) -> list[str]:
     """The stages still to train, after extending or superseding finished ones.
 
-    A stage finished with fewer iterations than `cfg.iterations_of(stage)` resumes from its last checkpoint
-    (the learning rates are constant and the prompt order does not depend on the run length, so
-    k iterations extended to N equal N straight). A later stage was trained from the shorter
+    A stage finished with fewer iterations than `cfg.iterations_of(stage)` resumes from its last
+    checkpoint (the learning rates are constant and the prompt order does not depend on the run
+    length, so k iterations extended to N equal N straight). A later stage was trained from the shorter
     earlier one: its folder is moved to `<stage>.superseded` and it trains again from the start.
     Both are said even with --quiet (one line each).
     """
