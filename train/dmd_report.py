@@ -29,6 +29,7 @@ from wanjax.argtypes import (
     positive_float,
     positive_float_list,
     positive_int_list,
+    stage_count_list,
 )
 from wanjax.io import checkpoint
 from wanjax.pipeline import student_sample_config
@@ -43,7 +44,8 @@ FD_RATIO = 2.0
 ERROR_RATIO = 2.0
 
 
-def train_student(steps: int, out: Path, teacher: str, iterations: int | None, seed: int,
+def train_student(steps: int, out: Path, teacher: str,
+                  iterations: int | tuple[int, ...] | None, seed: int,
                   regression_weight: float = 0.0, gan_weight: float = 0.0,
                   noise_shift: float | None = None, gan_real: str = "teacher",
                   gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0,
@@ -52,7 +54,7 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
                   extra_args: tuple[str, ...] = ()) -> Path:
     """Trains one student with `python -m train.dmd` (`extra_args`: more of its flags).
 
-    `gan_stages` keeps only the named phased stages that this student has; a student with none
+    `iterations`: one count for every phased stage, or one per stage (high, low). `gan_stages` keeps only the named phased stages that this student has; a student with none
     of them trains without the GAN term."""
     if gan_weight and gan_stages is not None:
         gan_stages = gan_stages_of(steps, gan_stages)
@@ -62,7 +64,8 @@ def train_student(steps: int, out: Path, teacher: str, iterations: int | None, s
     argv = ["--teacher", teacher, "--out", str(out), "--student-steps", raw, "--seed", str(seed),
             "--quiet"]
     if iterations:
-        argv += ["--iterations", str(iterations)]
+        counts = iterations if isinstance(iterations, tuple) else (iterations,)
+        argv += ["--iterations", ",".join(str(c) for c in counts)]
     if regression_weight:
         argv += ["--regression-weight", str(regression_weight)]
     if gan_weight:
@@ -172,6 +175,22 @@ def _per_student(p: argparse.ArgumentParser, flag: str, values: tuple) -> dict:
                     strict=True))
 
 
+def _check_stage_counts(p: argparse.ArgumentParser, iters: dict) -> None:
+    """A `HIGH:LOW` count needs a student with exactly those phased stages."""
+    for n, count in iters.items():
+        if isinstance(count, tuple) and len(count) != len(student_stages(n)):
+            stages = student_stages(n)
+            p.error(f"--iterations: the {n}-step student has {len(stages)} phased stage(s) "
+                    f"({', '.join(stages)}), so its entry takes {len(stages)} count(s) joined "
+                    f"by ':', got {':'.join(str(c) for c in count)}")
+
+
+def _iterations_text(count: int | tuple[int, ...]) -> str:
+    if not isinstance(count, tuple):
+        return str(count)
+    return " + ".join(f"{c} {stage}" for c, stage in zip(count, ("high", "low"), strict=False))
+
+
 def _guidance_per_student(p: argparse.ArgumentParser, high: tuple | None,
                           low: tuple | None) -> dict:
     """{steps: (high, low) or None (the preset's)}; an expert not given keeps the preset's."""
@@ -192,12 +211,13 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/dmd_report", help="output folder (%(default)s)")
     p.add_argument("--teacher", default=toy.TEACHER_PATH, help="toy teacher (%(default)s)")
-    p.add_argument("--iterations", type=positive_int_list, default="2000",
+    p.add_argument("--iterations", type=stage_count_list, default="2000",
                    help="critic iterations per stage, 5 per generator update: one number for "
                    "every student or one each for the 1-, 2- and 4-step students, e.g. "
-                   "9000,5000,2000, over 4 h on 2 CPU cores (%(default)s; the 1- and 2-step "
-                   "students gain up to about 9000 and 5000); rerun with larger counts to "
-                   "extend a finished report's students")
+                   "9000,5000,2000, over 4 h on 2 CPU cores; a student's entry may give each "
+                   "phased stage its own count as HIGH:LOW, e.g. 8000,3000:5000,2000 "
+                   "(%(default)s; the 1- and 2-step students gain up to about 9000 and 5000); "
+                   "rerun with larger counts to extend a finished report's students")
     p.add_argument("--regression-weight", type=nonnegative_float, default=0.0,
                    help="weight of the teacher-ODE regression term (%(default)s: plain DMD2)")
     p.add_argument("--regression-students", type=positive_int_list, default="1,2,4",
@@ -237,6 +257,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
     args = p.parse_args(argv)
     iters = _per_student(p, "--iterations", args.iterations)
+    _check_stage_counts(p, iters)
     shifts = _per_student(p, "--noise-shift", args.noise_shift or (None,))
     guidance = _guidance_per_student(p, args.guidance_high, args.guidance_low)
     for flag in ("regression_students", "gan_students"):
@@ -292,7 +313,7 @@ def main(argv=None) -> int:
         "toy classifier; `teacher N` samples the teacher with CFG on the N-step student grid "
         "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off. "
         "Students: critic iterations per stage "
-        + _per_step_text(iters, str)
+        + _per_step_text(iters, _iterations_text)
         + "; teacher-ODE regression "
         "weight " + _per_step_text(reg, "{:g}".format)
         + "; GAN weight " + ", ".join(f"{gan_w[n]:g}" for n in STEP_COUNTS)

@@ -54,6 +54,16 @@ def positive_int_list(text: str) -> tuple[int, ...]:
     return _comma_list(text, positive_int, "integers")
 
 
+def stage_count_list(text: str) -> tuple[int | tuple[int, ...], ...]:
+    """Comma-separated integers >= 1, each one count or one per stage joined by ':', e.g.
+    '8000,3000:5000,2000'."""
+    def item(part: str) -> int | tuple[int, ...]:
+        counts = tuple(positive_int(c) for c in part.split(":"))
+        return counts[0] if len(counts) == 1 else counts
+
+    return _comma_list(text, item, "integers (or HIGH:LOW pairs)")
+
+
 def positive_float_list(text: str) -> tuple[float, ...]:
     """A comma-separated list of finite numbers > 0, e.g. '1,5,5'."""
     return _comma_list(text, positive_float, "numbers")

@@ -74,6 +74,14 @@ def test_guidance_reaches_train_dmd_only_when_given(monkeypatch):
     assert "--guidance" not in _argv_of(monkeypatch, 2)  # the preset's
 
 
+def test_per_stage_iterations_reach_train_dmd_as_one_count_per_stage(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(dmd, "run", lambda args: seen.append(args) or "path")
+    dmd_report.train_student(2, tmp_path / "o", "teacher", (3000, 5000), 0)
+    dmd_report.train_student(2, tmp_path / "o", "teacher", 700, 0)
+    assert [a.iterations for a in seen] == [(3000, 5000), (700,)]  # train.dmd's own parser
+
+
 def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
     args = dmd._parser().parse_args(["--out", str(tmp_path / "o"), "--gan-stages", "low"])
     with pytest.raises(ValueError, match="--gan-weight"):
@@ -81,11 +89,13 @@ def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
 
 
-def _stub_report(monkeypatch, trained: dict, guidance: dict | None = None) -> None:
+def _stub_report(monkeypatch, trained: dict, guidance: dict | None = None,
+                 iterations: dict | None = None) -> None:
     """Stubs training and sampling out of `dmd_report.main`: teachers overshoot the range,
     students return real renders; `trained[steps]` records each student's noise shift,
-    `guidance[steps]` its real-score guidance."""
+    `guidance[steps]` its real-score guidance, `iterations[steps]` its critic iterations."""
     guidance = {} if guidance is None else guidance
+    iterations = {} if iterations is None else iterations
     from types import SimpleNamespace
 
     from train.toy import metrics
@@ -94,9 +104,10 @@ def _stub_report(monkeypatch, trained: dict, guidance: dict | None = None) -> No
         real = metrics.real_videos(prompts, split="test")
         return real if model == "student" else 1.6 * real
 
-    def fake_train(steps, out, teacher, iterations, seed, reg, gan, noise_shift, *a, **kw):
+    def fake_train(steps, out, teacher, iters, seed, reg, gan, noise_shift, *a, **kw):
         trained[steps] = noise_shift
         guidance[steps] = kw.get("guidance")
+        iterations[steps] = iters
         return "student"
 
     monkeypatch.setattr(dmd_report, "load_teacher", lambda path: str(path))
@@ -146,4 +157,27 @@ def test_report_takes_one_noise_shift_and_guidance_per_student(monkeypatch, tmp_
     with pytest.raises(SystemExit) as e:
         dmd_report.main(["--out", str(tmp_path / "x"), "--noise-shift", "1,5"])
     assert e.value.code == 2 and "--noise-shift takes one number or 3" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_report_takes_per_stage_iterations_per_student(monkeypatch, tmp_path, capsys):
+    """`--iterations 8000,3000:5000,2000`: the 2-step student's phased stages get their own
+    counts; a pair for the 1-step student (one stage) is a usage error before anything runs."""
+    import json
+
+    iterations: dict = {}
+    _stub_report(monkeypatch, {}, {}, iterations)
+    assert dmd_report.main(["--out", str(tmp_path), "--per-prompt", "2",
+                            "--iterations", "8000,3000:5000,2000"]) == 0
+    assert iterations == {1: 8000, 2: (3000, 5000), 4: 2000}
+    assert json.loads((tmp_path / "report.json").read_text())["iterations"] == {
+        "1": 8000, "2": [3000, 5000], "4": 2000}
+    assert "8000 (1 step), 3000 high + 5000 low (2 steps), 2000 (4 steps)" in (
+        tmp_path / "report.md").read_text()
+    for bad, message in (("8000:10,2000,2000", "the 1-step student has 1 phased stage"),
+                         ("8000,1:2:3,2000", "takes 2 count(s)"),
+                         ("8000,3000:x,2000", "not an integer")):
+        with pytest.raises(SystemExit) as e:
+            dmd_report.main(["--out", str(tmp_path / "x"), "--iterations", bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
