@@ -59,7 +59,10 @@ def bench_stage(student_steps: tuple[float, ...], batch_size: int, repeats: int)
             holder["state"], metrics = step(holder["state"], frozen, batch, None)
             jax.block_until_ready(metrics)
 
-        update()  # warm-up
+        # warm-up: twice, since init_state's leaves can differ in weak type from an update's
+        # output, so the second call may compile again (with --repeats 1 it was timed)
+        update()
+        update()
         row[f"{name}_s"] = median_time(update, repeats)
     per_iteration = row["critic_s"] + row["gen_s"] / cfg.critic_ratio
     row["iterations_per_s"] = 1.0 / per_iteration

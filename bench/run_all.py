@@ -42,6 +42,8 @@ BENCHES = (
     ("bench.kernels", "HiF4 kernels vs bf16 jnp.dot",
      ["--m", "1,16", "--k", "512", "--n", "256", "--repeats", "3"]),
     ("bench.memory", "weight memory per expert: bf16 vs HiF4", []),
+    ("bench.dmd_step", "DMD training: critic and generator update time (toy)",
+     ["--repeats", "1", "--batch-size", "4", "--student-steps", "1000"]),
 )
 STDERR_TAIL = 40  # lines of a failed bench's stderr kept for the report
 

@@ -137,6 +137,14 @@ def memory_rows(r: dict) -> list[tuple[str, str]]:
              f"{row['bf16_over_hif4']:.2f}x") for row in r["rows"]]
 
 
+def dmd_step_rows(r: dict) -> list[tuple[str, str]]:
+    return [(f"DMD training speed ({_backend(r)}): toy, student steps {row['student_steps']}, "
+             f"stage {row['stage']}",
+             f"{row['iterations_per_s']:.2f} critic iterations/s (critic update "
+             f"{row['critic_s']:.3f} s, generator update {row['gen_s']:.3f} s; "
+             f"{row['gflop_per_s']:.1f} GFLOP/s)") for row in r["rows"]]
+
+
 BUILDERS = {
     "bench.dit_forward": dit_forward_rows,
     "bench.sample": sample_rows,
@@ -146,6 +154,7 @@ BUILDERS = {
     "bench.kernels_interpret": kernels_interpret_rows,
     "bench.kernels": kernels_rows,
     "bench.memory": memory_rows,
+    "bench.dmd_step": dmd_step_rows,
 }
 
 

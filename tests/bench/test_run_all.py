@@ -63,6 +63,9 @@ def _outcomes() -> list[Outcome]:
             config="a14b", expert="high", bf16_bytes=28.58e9, hif4_bytes=8.39e9,
             hif4_linears_bytes=7.9e9, hif4_extras_bytes=0.014e9, protected_bf16_bytes=0.47e9,
             bf16_over_hif4=28.58 / 8.39)])),
+        done("bench.dmd_step", _result([dict(
+            student_steps="1000,500", stage="high", critic_s=0.65, gen_s=0.7,
+            iterations_per_s=1.27, gflop_per_s=26.3, critic_gflop=15.9, gen_gflop=23.7)])),
     ]
 
 
@@ -81,6 +84,9 @@ def test_every_claim_gets_a_row_with_numbers_from_the_json():
     assert "123 MB/s" in convert and "1.11x the largest shard (claim < 2: pass)" in convert
     memory = by["bench.memory"][0][1]
     assert "bf16 28.58 GB, HiF4 8.39 GB" in memory and "3.41x" in memory
+    (claim, value), = by["bench.dmd_step"]
+    assert "student steps 1000,500, stage high" in claim
+    assert "1.27 critic iterations/s (critic update 0.650 s, generator update 0.700 s" in value
 
 
 def test_failed_and_not_run_benches_say_so():

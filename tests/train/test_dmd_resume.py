@@ -175,28 +175,40 @@ def test_gan_run_on_teacher_samples_logs_both_sides(teacher, tmp_path):
     assert (tmp_path / "straight" / "ode_pairs.npz").is_file()
 
 
-GAN_DATA = ["--gan-weight", "0.5", "--gan-real", "data", "--student-steps", "1000,500",
-            "--gan-reversed-weight", "0.5"]
+GAN_DATA = ["--gan-weight", "0.5", "--gan-real", "data", "--gan-reversed-weight", "0.5"]
+TWO_STEPS = ["--student-steps", "1000,500"]
 
 
 def test_gan_on_real_data_needs_no_pairs_and_resumes_exactly(teacher, tmp_path):
-    """GAN against the toy world's real renders, on a 2-step phased student (stage 1's real
-    samples are renders noised to its endpoint; reversed renders as extra fakes): no teacher ODE
-    pairs are made, both stages log the term, and with the head and its optimizer in the
-    checkpoint a SIGTERM in stage 1 + resume equals the straight run."""
+    """GAN against the toy world's real renders (reversed renders as extra fakes), 1-step
+    student: no teacher ODE pairs are made, the term is logged, and with the head and its
+    optimizer in the checkpoint a SIGTERM + resume equals the straight run."""
     _run(teacher, tmp_path / "straight", extra=GAN_DATA)
+    rows = _rows(tmp_path / "straight")
+    assert all(r["gan_critic_loss"] > 0 and 0 <= r["gan_reversed_acc"] <= 1 for r in rows)
+    assert not (tmp_path / "straight" / "ode_pairs.npz").exists()
+    _preempted_run_equals(teacher, tmp_path, GAN_DATA, at=2)
+
+
+@pytest.mark.slow  # three 2-step runs (about 5 minutes); the 1-step case above is the same state
+def test_gan_on_real_data_in_both_phased_stages_resumes_exactly(teacher, tmp_path):
+    """The same on a 2-step phased student (stage 1's real samples are renders noised to its
+    endpoint): both stages log the term, and a SIGTERM in stage 1 + resume equals the straight
+    run."""
+    extra = [*GAN_DATA, *TWO_STEPS]
+    _run(teacher, tmp_path / "straight", extra=extra)
     rows = _rows(tmp_path / "straight")
     assert {r["stage"] for r in rows} == {"high", "low"}
     assert all(r["gan_critic_loss"] > 0 and 0 <= r["gan_reversed_acc"] <= 1 for r in rows)
     assert not (tmp_path / "straight" / "ode_pairs.npz").exists()
-    _preempted_run_equals(teacher, tmp_path, GAN_DATA, at=2)
+    _preempted_run_equals(teacher, tmp_path, extra, at=2)
 
 
 @pytest.mark.slow  # a 2-step run (about 3 minutes)
 def test_gan_stages_low_skips_the_term_in_the_phased_high_stage(teacher, tmp_path):
     """`--gan-stages low`: the high stage trains without the head (no GAN rows, no real batch),
     the low stage with it."""
-    _run(teacher, tmp_path / "run", extra=[*GAN_DATA, "--gan-stages", "low"])
+    _run(teacher, tmp_path / "run", extra=[*GAN_DATA, *TWO_STEPS, "--gan-stages", "low"])
     rows = _rows(tmp_path / "run")
     assert {r["stage"] for r in rows} == {"high", "low"}
     assert all(("gan_critic_loss" in r) == (r["stage"] == "low") for r in rows)
