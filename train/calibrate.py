@@ -87,7 +87,8 @@ def run(args) -> Path:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     opts = options_from_args(args)
     path = setup.resolve_student(args.student)
-    student, base_cfg, meta = setup.load_student(path)
+    mesh = setup.mesh_for(args.mesh)
+    student, base_cfg, meta = setup.load_student(path, mesh)
     cfg = setup.student_config(base_cfg, args.steps) if args.steps else base_cfg
     kind, world = setup.world_for(args.world, student, args.text_cache, args.latent_shape)
     teacher = teacher_cfg = None
@@ -95,12 +96,12 @@ def run(args) -> Path:
         tpath = args.teacher or setup.default_teacher(meta, kind)
         if not tpath:
             raise ValueError("--trajectory teacher needs --teacher PATH")
-        teacher = setup.load_teacher(tpath)
+        teacher = setup.load_teacher(tpath, mesh)
         teacher_cfg = setup.teacher_config(kind, cfg.boundary)
     prompts = setup.prompts_for(kind, world, args.prompts, args.num_prompts)
     batches = setup.make_batches(world, prompts, args.calib_seed, args.batch_size)
     modules = list(student.values()) + (list(teacher.values()) if teacher else [])
-    ctx, mesh = setup.mesh_context(args.mesh, modules)
+    ctx = setup.mesh_context(mesh, modules)
     start = time.time()
     with ctx:
         quant, report = calibrate(student, cfg, batches, opts, teacher=teacher,

@@ -39,7 +39,6 @@ from wanjax.loading import load_dit_module
 from wanjax.models.dit import WanDiT
 from wanjax.parallel import distributed
 from wanjax.parallel.mesh import make_mesh, parse_mesh
-from wanjax.parallel.rules import shard_params
 
 PRESETS = ("toy", "a14b")
 
@@ -158,8 +157,9 @@ def _override(cfg: DMDConfig, args) -> DMDConfig:
     return cfg
 
 
-def load_networks(teacher: str, cfg: DMDConfig) -> Networks:
-    """The teacher's experts plus the graphdefs of the trainable and frozen networks."""
+def load_networks(teacher: str, cfg: DMDConfig, mesh=None) -> Networks:
+    """The teacher's experts (each parameter restored straight into its sharding on `mesh` when
+    one is given) plus the graphdefs of the trainable and frozen networks."""
     if not Path(teacher, checkpoint.MANIFEST).is_file():
         raise FileNotFoundError(f"teacher checkpoint {teacher} not found (no {checkpoint.MANIFEST})")
     meta = checkpoint.read_manifest(teacher)
@@ -168,7 +168,7 @@ def load_networks(teacher: str, cfg: DMDConfig) -> Networks:
     teacher_states, configs = {}, {}
     graphdef_train = graphdef_real = None
     for expert in ("high", "low"):
-        module = load_dit_module(teacher, expert, dtype=real_dtype)
+        module = load_dit_module(teacher, expert, dtype=real_dtype, mesh=mesh)
         configs[expert] = module.cfg
         _, teacher_states[expert] = nnx.split(module)
         graphdef_real, _ = nnx.split(nnx.eval_shape(
@@ -305,12 +305,8 @@ def run(args, on_iteration=None) -> Path:
     if cfg.uses_gan and cfg.gan_real == "data" and world.real_samples is None:
         raise ValueError("--gan-real data needs real samples: the toy world renders them; "
                          "--preset a14b needs --real-latents DIR (latents.npy + prompts.txt)")
-    nets = load_networks(teacher, cfg)
     mesh = make_mesh(mesh_cfg) if mesh_cfg is not None else None
-    if mesh is not None:
-        for expert in ("high", "low"):
-            module = shard_params(nnx.merge(nets.graphdef_real, nets.teacher[expert]), mesh)
-            nets.teacher[expert] = nnx.split(module)[1]
+    nets = load_networks(teacher, cfg, mesh)
     opts = RunOptions(out=out, log_every=args.log_every, ckpt_every=args.ckpt_every,
                       sample_every=args.sample_every, keep=args.keep, resume=not args.no_resume,
                       quiet=args.quiet, tensorboard=args.tensorboard, teacher=str(teacher),

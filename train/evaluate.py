@@ -106,7 +106,8 @@ def run(args) -> Path:
     steps = list(args.steps)
     names = _ablation_names(args.ablations)
     path = setup.resolve_student(args.student)
-    student, base_cfg, meta = setup.load_student(path)
+    mesh = setup.mesh_for(args.mesh)
+    student, base_cfg, meta = setup.load_student(path, mesh)
     deploy = len(base_cfg.schedule().timesteps)
     ablation_steps = args.ablation_steps or deploy
     main_opts = options_from_args(args)
@@ -118,7 +119,7 @@ def run(args) -> Path:
     teacher = None
     if tpath:
         try:
-            teacher = setup.load_teacher(tpath)
+            teacher = setup.load_teacher(tpath, mesh)
         except FileNotFoundError as e:
             notes.append(f"no teacher: {e}")
     if teacher is None:
@@ -144,7 +145,7 @@ def run(args) -> Path:
                   for r in range(max(args.repeats, 1))]
     quality = _quality_fn(kind, prompts, notes, args.classifier)
     modules = list(student.values()) + (list(teacher.values()) if teacher else [])
-    ctx, _ = setup.mesh_context(args.mesh, modules)
+    ctx = setup.mesh_context(mesh, modules)
 
     results: dict = {"steps": {}, "ablations": {}, "quality": {}, "notes": notes}
     with ctx:

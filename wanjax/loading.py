@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
 
 from wanjax.config import Precision
 from wanjax.io import checkpoint
@@ -25,6 +26,7 @@ from wanjax.models.dit import WanDiT
 from wanjax.models.runner import DiT
 from wanjax.models.umt5 import UMT5Encoder, umt5_config_from_json
 from wanjax.models.vae import VAEConfig, WanVAE
+from wanjax.parallel.rules import param_shardings
 
 _DTYPES = {
     "float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16,
@@ -74,21 +76,29 @@ def _named(name: str, what: str) -> Callable[[Collection[str]], str]:
     return pick
 
 
-def _module(family: str, cfg, d: jnp.dtype, restore) -> nnx.Module:
-    """Builds the model without allocating random weights, then fills it from `restore`."""
+def _module(family: str, cfg, d: jnp.dtype, restore, mesh: Mesh | None = None) -> nnx.Module:
+    """Builds the model without allocating random weights, then fills it from `restore`.
+
+    With a `mesh`, every leaf is asked for in its sharding by the rules (`param_shardings`), so
+    a device only ever holds its own shards: a 14B expert never lands whole on device 0.
+    """
     _, cls = _FAMILIES[family]
     abstract = nnx.eval_shape(lambda: cls(cfg, Precision(d, d), rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
+    shardings = {} if mesh is None else {
+        ".".join(map(str, p)): v.get_value()
+        for p, v in nnx.to_flat_state(param_shardings(abstract, mesh))}
     flat_abstract = {
-        ".".join(map(str, p)): jax.ShapeDtypeStruct(v.shape, v.dtype)
-        for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+        name: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings.get(name))
+        for name, v in ((".".join(map(str, p)), v)
+                        for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param)))
     }
     model = nnx.merge(graphdef, state)
     load_flat_params(model, restore(flat_abstract))
     return model
 
 
-def _from_source(path: Path, pick, dtype) -> nnx.Module | None:
+def _from_source(path: Path, pick, dtype, mesh: Mesh | None) -> nnx.Module | None:
     """Converts one component of an unconverted snapshot in memory; None if `path` is not one."""
     from convert import components, layouts, streaming
     from convert.errors import ConversionError
@@ -103,14 +113,20 @@ def _from_source(path: Path, pick, dtype) -> nnx.Module | None:
         plan = streaming.plan(component, location, source, snapshot)
         d = _dtype(dtype if dtype is not None else "float32")
         flat = streaming.read_flat(plan, streaming.DTYPES["bf16" if d == jnp.bfloat16 else "fp32"])
-    return _module(component.family.name, plan.config, d, lambda abstract: flat)
+
+    def placed(abstract):  # host arrays: placed leaf by leaf where the mesh wants them
+        return {k: v if abstract[k].sharding is None else jax.device_put(v, abstract[k].sharding)
+                for k, v in flat.items()}
+
+    return _module(component.family.name, plan.config, d, placed, mesh)
 
 
-def _load(path: str | Path, pick: Callable[[Collection[str]], str], dtype) -> nnx.Module:
+def _load(path: str | Path, pick: Callable[[Collection[str]], str], dtype,
+          mesh: Mesh | None = None) -> nnx.Module:
     """The component `pick(names)` of a converted checkpoint (or unconverted snapshot)."""
     path = Path(path)
     if not (path / checkpoint.MANIFEST).is_file() and path.exists():
-        module = _from_source(path, pick, dtype)
+        module = _from_source(path, pick, dtype, mesh)
         if module is not None:
             return module
     meta = checkpoint.read_manifest(path)
@@ -120,12 +136,14 @@ def _load(path: str | Path, pick: Callable[[Collection[str]], str], dtype) -> nn
     stored = entry.get("dtype", meta.get("dtype", "float32"))
     d = _dtype(dtype if dtype is not None else stored)
     params = path / entry["params"]
-    return _module(family, cfg, d, lambda abstract: checkpoint.load_params(params, abstract))
+    return _module(family, cfg, d, lambda abstract: checkpoint.load_params(params, abstract), mesh)
 
 
-def load_dit_module(path: str | Path, expert: str = "high", dtype=None) -> WanDiT:
-    """Restores one expert as an NNX module (params in `dtype`, default: as stored)."""
-    return _load(path, lambda names: _expert_component(names, expert), dtype)
+def load_dit_module(path: str | Path, expert: str = "high", dtype=None,
+                    mesh: Mesh | None = None) -> WanDiT:
+    """Restores one expert as an NNX module (params in `dtype`, default: as stored), each
+    parameter straight into its sharding on `mesh` when one is given."""
+    return _load(path, lambda names: _expert_component(names, expert), dtype, mesh)
 
 
 def load_dit(path: str | Path, expert: str = "high", dtype=None) -> DiT:

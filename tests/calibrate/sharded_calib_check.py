@@ -21,7 +21,7 @@ from helpers import STUDENT_CFG, TINY, random_student  # noqa: E402
 from train.calibration.data import batches, synthetic_world  # noqa: E402
 from train.calibration.evaluation import rollout  # noqa: E402
 from train.calibration.pipeline import CalibrationOptions, calibrate  # noqa: E402
-from train.calibration.setup import mesh_context  # noqa: E402
+from train.calibration.setup import mesh_context, mesh_for  # noqa: E402
 from train.calibration.stats import collect_stats  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def run(mesh_spec):
     student = random_student(4)
     world = synthetic_world(TINY)
     bs = batches(world, world.prompts[:4], seed=2, batch_size=4)
-    ctx, _ = mesh_context(mesh_spec, list(student.values()))
+    ctx = mesh_context(mesh_for(mesh_spec), list(student.values()))
     opts = CalibrationOptions(algorithm="smooth+gptq", protect=("blocks.0",), samples_per_call=8)
     with ctx:
         stats, _ = collect_stats(student, STUDENT_CFG, bs[0].noise, bs[0].context, None,

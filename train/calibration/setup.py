@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from train.calibration.data import Batch, batches, make_world, read_prompts
 from wanjax.io import checkpoint
@@ -31,8 +32,10 @@ def resolve_student(path: str | None) -> Path:
     return p
 
 
-def load_student(path: Path) -> tuple[dict[str, WanDiT], SampleConfig, dict]:
-    """The student's two experts (float32) and the few-step settings from its manifest."""
+def load_student(path: Path, mesh: Mesh | None = None
+                 ) -> tuple[dict[str, WanDiT], SampleConfig, dict]:
+    """The student's two experts (float32; restored into their shards on `mesh` when given) and
+    the few-step settings from its manifest."""
     meta = checkpoint.read_manifest(path)
     student = meta.get("student")
     if not student or "sample_config" not in student:
@@ -41,14 +44,14 @@ def load_student(path: Path) -> tuple[dict[str, WanDiT], SampleConfig, dict]:
     sc = dict(student["sample_config"])
     if sc.get("timesteps") is not None:
         sc["timesteps"] = tuple(sc["timesteps"])
-    experts = {e: load_dit_module(path, e, jnp.float32) for e in EXPERTS}
+    experts = {e: load_dit_module(path, e, jnp.float32, mesh) for e in EXPERTS}
     return experts, SampleConfig(**sc), meta
 
 
-def load_teacher(path: str | Path) -> dict[str, WanDiT]:
+def load_teacher(path: str | Path, mesh: Mesh | None = None) -> dict[str, WanDiT]:
     if not (Path(path) / checkpoint.MANIFEST).is_file():
         raise FileNotFoundError(f"teacher checkpoint {path} not found (no {checkpoint.MANIFEST})")
-    return {e: load_dit_module(path, e, jnp.float32) for e in EXPERTS}
+    return {e: load_dit_module(path, e, jnp.float32, mesh) for e in EXPERTS}
 
 
 def default_teacher(meta: dict, world_kind: str) -> str | None:
@@ -107,14 +110,23 @@ def world_for(kind: str, student: dict[str, WanDiT], text_cache: str | None,
     return make_world(kind, student["high"].cfg, text_cache, shape)
 
 
-def mesh_context(spec: str, modules: list[WanDiT]):
-    """Shard the modules' params over the mesh and return its context (a no-op without one)."""
+def mesh_for(spec: str) -> Mesh | None:
+    """The mesh `--mesh SPEC` names (None for ''): made before loading, so that checkpoints are
+    restored straight into their shards and a bad spec fails before any work."""
     if not spec:
-        return contextlib.nullcontext(), None
+        return None
     from wanjax.parallel.mesh import make_mesh, parse_mesh
+
+    return make_mesh(parse_mesh(spec))
+
+
+def mesh_context(mesh: Mesh | None, modules: list[WanDiT]):
+    """Places the modules' params on the mesh (a no-op for params already there) and returns its
+    context (a null one without a mesh)."""
+    if mesh is None:
+        return contextlib.nullcontext()
     from wanjax.parallel.rules import shard_params
 
-    mesh = make_mesh(parse_mesh(spec))
     for m in modules:
         shard_params(m, mesh)
-    return jax.set_mesh(mesh), mesh
+    return jax.set_mesh(mesh)
