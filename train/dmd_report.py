@@ -1,6 +1,6 @@
 """`python -m train.dmd_report`: DMD students of 1, 2 and 4 steps against the teacher, on the toy world.
 
-Trains one student per step count with `python -m train.dmd` (phased, the toy preset's settings),
+Trains one student per step count with `python -m train.dmd` (the toy preset's settings, phased),
 then scores every sampler on the same prompts and seeds with the toy metrics: real data (the
 floor), the teacher at 40 UniPC steps with CFG, the teacher at 1/2/4 steps on the students' own
 grids (x0-renoise, the students' transitions, with CFG), and each student. Writes OUT/report.md,
@@ -25,6 +25,7 @@ from train.toy.sample import sample_videos, teacher_config
 from train.toy.teacher import load_teacher
 from wanjax.argtypes import (
     at_least,
+    choice_list,
     nonnegative_float,
     positive_float,
     positive_float_list,
@@ -50,14 +51,15 @@ def train_student(steps: int, out: Path, teacher: str,
                   noise_shift: float | None = None, gan_real: str = "teacher",
                   gan_noise_shift: float | None = None, gan_reversed_weight: float = 0.0,
                   gan_stages: tuple[str, ...] | None = None,
-                  guidance: tuple[float, float] | None = None,
+                  guidance: tuple[float, float] | None = None, moe_mode: str = "phased",
                   extra_args: tuple[str, ...] = ()) -> Path:
     """Trains one student with `python -m train.dmd` (`extra_args`: more of its flags).
 
-    `iterations`: one count for every phased stage, or one per stage (high, low). `gan_stages` keeps only the named phased stages that this student has; a student with none
-    of them trains without the GAN term."""
+    `iterations`: one count for every phased stage, or one per stage (high, low). `gan_stages`
+    keeps only the named phased stages that this student has; a student with none of them (a
+    joint one has none) trains without the GAN term."""
     if gan_weight and gan_stages is not None:
-        gan_stages = gan_stages_of(steps, gan_stages)
+        gan_stages = gan_stages_of(steps, gan_stages, moe_mode)
         if not gan_stages:
             gan_weight = 0.0
     raw = ",".join(str(int(t)) for t in toy.FEW_STEP_TIMESTEPS[steps])
@@ -74,6 +76,8 @@ def train_student(steps: int, out: Path, teacher: str,
         argv += ["--noise-shift", str(noise_shift)]
     if guidance is not None:  # (high expert, low expert)
         argv += ["--guidance", ",".join(str(g) for g in guidance)]
+    if moe_mode != "phased":
+        argv += ["--moe-mode", moe_mode]
     if gan_weight and gan_real != "teacher":
         argv += ["--gan-real", gan_real]
     if gan_weight and gan_noise_shift is not None:
@@ -86,15 +90,17 @@ def train_student(steps: int, out: Path, teacher: str,
     return dmd.run(dmd._parser().parse_args(argv))
 
 
-def student_stages(steps: int) -> tuple[str, ...]:
-    """The phased stages of the toy preset's `steps`-step student, e.g. ('high',) for 1 step."""
+def student_stages(steps: int, moe_mode: str = "phased") -> tuple[str, ...]:
+    """The training stages of the toy preset's `steps`-step student, e.g. ('high',) for 1 step
+    (('joint',) for a joint one)."""
     raw = tuple(float(t) for t in toy.FEW_STEP_TIMESTEPS[steps])
-    return dataclasses.replace(dmd_toy.DMD, raw_timesteps=raw).stages()
+    return dataclasses.replace(dmd_toy.DMD, raw_timesteps=raw, moe_mode=moe_mode).stages()
 
 
-def gan_stages_of(steps: int, wanted: tuple[str, ...]) -> tuple[str, ...]:
+def gan_stages_of(steps: int, wanted: tuple[str, ...], moe_mode: str = "phased"
+                  ) -> tuple[str, ...]:
     """The stages of `wanted` that the `steps`-step student has (empty: no GAN term for it)."""
-    return tuple(s for s in student_stages(steps) if s in wanted)
+    return tuple(s for s in student_stages(steps, moe_mode) if s in wanted)
 
 
 def stage_seconds(run: Path) -> float:
@@ -175,12 +181,12 @@ def _per_student(p: argparse.ArgumentParser, flag: str, values: tuple) -> dict:
                     strict=True))
 
 
-def _check_stage_counts(p: argparse.ArgumentParser, iters: dict) -> None:
+def _check_stage_counts(p: argparse.ArgumentParser, iters: dict, modes: dict) -> None:
     """A `HIGH:LOW` count needs a student with exactly those phased stages."""
     for n, count in iters.items():
-        if isinstance(count, tuple) and len(count) != len(student_stages(n)):
-            stages = student_stages(n)
-            p.error(f"--iterations: the {n}-step student has {len(stages)} phased stage(s) "
+        stages = student_stages(n, modes[n])
+        if isinstance(count, tuple) and len(count) != len(stages):
+            p.error(f"--iterations: the {n}-step student has {len(stages)} training stage(s) "
                     f"({', '.join(stages)}), so its entry takes {len(stages)} count(s) joined "
                     f"by ':', got {':'.join(str(c) for c in count)}")
 
@@ -252,12 +258,17 @@ def main(argv=None) -> int:
                    metavar="{high|low|high,low}",
                    help="the phased stages that run the GAN term, e.g. low (a student without "
                    "that stage, like the 1-step one, then trains without it) (default: all)")
+    p.add_argument("--moe-mode", type=choice_list("phased", "joint"), default="phased",
+                   help="dual-expert handling of the students (train.dmd --moe-mode): one for "
+                   "every student or one each for the 1-, 2- and 4-step students, e.g. "
+                   "phased,joint,phased (%(default)s)")
     p.add_argument("--per-prompt", type=at_least(2), default=8,
                    help="samples per prompt, x64 prompts (%(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (%(default)s)")
     args = p.parse_args(argv)
     iters = _per_student(p, "--iterations", args.iterations)
-    _check_stage_counts(p, iters)
+    modes = _per_student(p, "--moe-mode", args.moe_mode)
+    _check_stage_counts(p, iters, modes)
     shifts = _per_student(p, "--noise-shift", args.noise_shift or (None,))
     guidance = _guidance_per_student(p, args.guidance_high, args.guidance_low)
     for flag in ("regression_students", "gan_students"):
@@ -267,7 +278,7 @@ def main(argv=None) -> int:
            for n in STEP_COUNTS}
     gan_stages = None if args.gan_stages is None else tuple(args.gan_stages.split(","))
     gan_w = {n: args.gan_weight if n in args.gan_students
-             and (gan_stages is None or gan_stages_of(n, gan_stages)) else 0.0
+             and (gan_stages is None or gan_stages_of(n, gan_stages, modes[n])) else 0.0
              for n in STEP_COUNTS}
     try:
         teacher = load_teacher(args.teacher)
@@ -300,7 +311,7 @@ def main(argv=None) -> int:
         path = train_student(n, out / f"student_{n}", args.teacher, iters[n], args.seed,
                              reg[n], gan_w[n], shifts[n], args.gan_real,
                              args.gan_noise_shift, args.gan_reversed_weight,
-                             gan_stages, guidance=guidance[n])
+                             gan_stages, guidance=guidance[n], moe_mode=modes[n])
         timings[f"student {n}"] = stage_seconds(out / f"student_{n}")
         student = load_teacher(path)
         cfg = student_sample_config(checkpoint.read_manifest(path))
@@ -312,7 +323,8 @@ def main(argv=None) -> int:
         "on pixels) are against held-out real renders, lower is better; accuracies come from the "
         "toy classifier; `teacher N` samples the teacher with CFG on the N-step student grid "
         "(x0-renoise); `teacher 40` is 40 UniPC steps with CFG. Students sample with CFG off. "
-        "Students: critic iterations per stage "
+        "Students: dual-expert handling " + _per_step_text(modes, str)
+        + "; critic iterations per stage "
         + _per_step_text(iters, _iterations_text)
         + "; teacher-ODE regression "
         "weight " + _per_step_text(reg, "{:g}".format)
@@ -351,6 +363,7 @@ def main(argv=None) -> int:
          "regression_weight": reg, "gan_weight": gan_w, "gan_real": args.gan_real,
          "noise_shift": {str(n): shifts[n] for n in STEP_COUNTS},
          "guidance": {str(n): guidance[n] for n in STEP_COUNTS},
+         "moe_mode": {str(n): modes[n] for n in STEP_COUNTS},
          "gan_noise_shift": args.gan_noise_shift,
          "gan_reversed_weight": args.gan_reversed_weight}, indent=2))
     print(text)

@@ -64,6 +64,19 @@ def stage_count_list(text: str) -> tuple[int | tuple[int, ...], ...]:
     return _comma_list(text, item, "integers (or HIGH:LOW pairs)")
 
 
+def choice_list(*choices: str):
+    """A comma-separated list of words from `choices`, e.g. 'phased,joint,phased'."""
+    def one(word: str) -> str:
+        if word not in choices:
+            raise argparse.ArgumentTypeError(f"{word!r} is not one of {', '.join(choices)}")
+        return word
+
+    def parse(text: str) -> tuple[str, ...]:
+        return _comma_list(text, one, f"words from {{{', '.join(choices)}}}")
+
+    return parse
+
+
 def positive_float_list(text: str) -> tuple[float, ...]:
     """A comma-separated list of finite numbers > 0, e.g. '1,5,5'."""
     return _comma_list(text, positive_float, "numbers")

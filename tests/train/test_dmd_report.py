@@ -45,6 +45,8 @@ def test_student_stages_of_the_toy_grids():
     assert dmd_report.student_stages(2) == ("high", "low")
     assert dmd_report.gan_stages_of(1, ("low",)) == ()
     assert dmd_report.gan_stages_of(4, ("low", "high")) == ("high", "low")
+    assert dmd_report.student_stages(2, "joint") == ("joint",)
+    assert dmd_report.gan_stages_of(2, ("low",), "joint") == ()  # no phased stage: no GAN
 
 
 def _argv_of(monkeypatch, steps: int, **kwargs) -> list[str]:
@@ -74,6 +76,12 @@ def test_guidance_reaches_train_dmd_only_when_given(monkeypatch):
     assert "--guidance" not in _argv_of(monkeypatch, 2)  # the preset's
 
 
+def test_moe_mode_reaches_train_dmd_when_joint(monkeypatch):
+    argv = _argv_of(monkeypatch, 2, moe_mode="joint")
+    assert argv[argv.index("--moe-mode") + 1] == "joint"
+    assert "--moe-mode" not in _argv_of(monkeypatch, 2)  # phased: the preset's
+
+
 def test_per_stage_iterations_reach_train_dmd_as_one_count_per_stage(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(dmd, "run", lambda args: seen.append(args) or "path")
@@ -90,12 +98,14 @@ def test_train_dmd_rejects_gan_options_without_the_gan_term(tmp_path):
 
 
 def _stub_report(monkeypatch, trained: dict, guidance: dict | None = None,
-                 iterations: dict | None = None) -> None:
+                 iterations: dict | None = None, modes: dict | None = None) -> None:
     """Stubs training and sampling out of `dmd_report.main`: teachers overshoot the range,
     students return real renders; `trained[steps]` records each student's noise shift,
-    `guidance[steps]` its real-score guidance, `iterations[steps]` its critic iterations."""
+    `guidance[steps]` its real-score guidance, `iterations[steps]` its critic iterations,
+    `modes[steps]` its dual-expert handling."""
     guidance = {} if guidance is None else guidance
     iterations = {} if iterations is None else iterations
+    modes = {} if modes is None else modes
     from types import SimpleNamespace
 
     from train.toy import metrics
@@ -108,6 +118,7 @@ def _stub_report(monkeypatch, trained: dict, guidance: dict | None = None,
         trained[steps] = noise_shift
         guidance[steps] = kw.get("guidance")
         iterations[steps] = iters
+        modes[steps] = kw.get("moe_mode")
         return "student"
 
     monkeypatch.setattr(dmd_report, "load_teacher", lambda path: str(path))
@@ -174,10 +185,33 @@ def test_report_takes_per_stage_iterations_per_student(monkeypatch, tmp_path, ca
         "1": 8000, "2": [3000, 5000], "4": 2000}
     assert "8000 (1 step), 3000 high + 5000 low (2 steps), 2000 (4 steps)" in (
         tmp_path / "report.md").read_text()
-    for bad, message in (("8000:10,2000,2000", "the 1-step student has 1 phased stage"),
+    for bad, message in (("8000:10,2000,2000", "the 1-step student has 1 training stage"),
                          ("8000,1:2:3,2000", "takes 2 count(s)"),
                          ("8000,3000:x,2000", "not an integer")):
         with pytest.raises(SystemExit) as e:
             dmd_report.main(["--out", str(tmp_path / "x"), "--iterations", bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_report_takes_one_moe_mode_per_student(monkeypatch, tmp_path, capsys):
+    """`--moe-mode phased,joint,phased` reaches each student; a joint student has one training
+    stage, so a HIGH:LOW count for it is a usage error; an unknown mode is one too."""
+    import json
+
+    modes: dict = {}
+    _stub_report(monkeypatch, {}, {}, {}, modes)
+    assert dmd_report.main(["--out", str(tmp_path), "--per-prompt", "2",
+                            "--moe-mode", "phased,joint,phased"]) == 0
+    assert modes == {1: "phased", 2: "joint", 4: "phased"}
+    assert json.loads((tmp_path / "report.json").read_text())["moe_mode"] == {
+        "1": "phased", "2": "joint", "4": "phased"}
+    assert "phased (1 step), joint (2 steps), phased (4 steps)" in (
+        tmp_path / "report.md").read_text()
+    for argv, message in ((["--moe-mode", "joint", "--iterations", "8000,3000:5000,2000"],
+                           "the 2-step student has 1 training stage(s) (joint)"),
+                          (["--moe-mode", "phased,sideways,phased"], "'sideways' is not one of")):
+        with pytest.raises(SystemExit) as e:
+            dmd_report.main(["--out", str(tmp_path / "x"), *argv])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
