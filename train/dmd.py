@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, help="global batch (preset's)")
     p.add_argument("--student-steps", help="raw student timesteps, e.g. 1000,750,500,250 (preset's)")
     p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
+    p.add_argument("--handover", choices=("bridge", "x0"),
+                   help="phased: the high stage ends on the bridge at the first low step's noise "
+                   "level, scored above it (bridge), or at its x0 prediction, scored over the "
+                   "whole range by both experts (x0; its stage then also holds both critic "
+                   "experts) (preset's: bridge)")
     p.add_argument("--lr-gen", type=float, help="generator learning rate (preset's)")
     p.add_argument("--lr-critic", type=float, help="critic learning rate (preset's)")
     p.add_argument("--guidance", type=positive_float_list,
@@ -126,7 +131,7 @@ def _one_or_per_stage(counts: tuple[int, ...] | None) -> int | tuple[int, ...] |
 def _override(cfg: DMDConfig, args) -> DMDConfig:
     changes = {k: v for k, v in {
         "iterations": _one_or_per_stage(args.iterations), "batch_size": args.batch_size,
-        "moe_mode": args.moe_mode,
+        "moe_mode": args.moe_mode, "handover": args.handover,
         "lr_gen": args.lr_gen, "lr_critic": args.lr_critic, "critic_ratio": args.critic_ratio,
         "grad_accum": args.grad_accum, "regression_weight": args.regression_weight,
         "regression_pairs": args.regression_pairs, "gan_weight": args.gan_weight,
@@ -219,7 +224,9 @@ def _check_settings(out: Path, cfg: DMDConfig, teacher: str, resume: bool) -> No
     path = out / SETTINGS_FILE
     now = json.loads(json.dumps({"teacher": str(teacher), **dataclasses.asdict(cfg)}))
     if resume and path.is_file():
-        before = json.loads(path.read_text())
+        # a key an older settings file lacks had its default then
+        before = {**json.loads(json.dumps(dataclasses.asdict(DMDConfig()))),
+                  **json.loads(path.read_text())}
         counts = [_per_stage(d.get("iterations", 0), len(cfg.stages())) for d in (before, now)]
         shorter = any(b > n for b, n in zip(*counts, strict=True))
         changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"

@@ -21,6 +21,14 @@ class DMDConfig:
     shift: float = 5.0
     boundary: float = 0.875
     moe_mode: Literal["phased", "joint"] = "phased"
+    # phased: how the high stage hands over to the low one. 'bridge' (dmd_notes section 4): its
+    # endpoint is the latent at sigma_b on the rectified-flow bridge, scored only above sigma_b.
+    # 'x0': its output is its x0 prediction, scored over the whole noise range by both teacher
+    # experts and a routed critic (as a joint run scores it, so that it must choose a mode where
+    # the low expert's levels see a mixture), and the low step starts from it renoised to
+    # sigma_b with fresh noise (the x0-renoise sampler); the high stage then holds both critic
+    # experts.
+    handover: Literal["bridge", "x0"] = "bridge"
     # real score (teacher) guidance, standard CFG convention, per expert
     guidance_high: float = 4.0
     guidance_low: float = 3.0
@@ -81,6 +89,10 @@ class DMDConfig:
     def __post_init__(self):
         if self.moe_mode not in ("phased", "joint"):
             raise ValueError(f"moe_mode must be 'phased' or 'joint', got {self.moe_mode!r}")
+        if self.handover not in ("bridge", "x0"):
+            raise ValueError(f"handover must be 'bridge' or 'x0', got {self.handover!r}")
+        if self.handover == "x0" and self.moe_mode != "phased":
+            raise ValueError("handover 'x0' is a phased setting (a joint run has no hand-over)")
         counts = self.iterations if isinstance(self.iterations, tuple) else (self.iterations,)
         if self.critic_ratio < 1 or min(counts) < 1 or self.batch_size < 1:
             raise ValueError("critic_ratio, iterations and batch_size must be >= 1")
@@ -138,7 +150,7 @@ class DMDConfig:
         return SampleConfig(
             timesteps=tuple(float(t) for t in self.raw_timesteps), shift=self.shift,
             solver="x0_renoise", guide_high=1.0, guide_low=1.0, boundary=self.boundary,
-            phased=self.moe_mode == "phased",
+            phased=self.moe_mode == "phased" and self.handover == "bridge",
         )
 
     @property

@@ -84,7 +84,8 @@ def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
     crosses the boundary, the real score is both teacher experts, routed per sample (phased
     stage 1 draws sigma from (sigma_b, 1), and sigma_b < boundary). The critic is the stage's
     own (Phased DMD trains the fake score of a phase on that phase's interval), except for a
-    stage that covers the whole range (every student step in one expert): it is then routed too.
+    stage that covers the whole range (every student step in one expert, or a high stage with
+    handover 'x0'): it is then routed too.
     """
     t = nets.teacher
     if name == "joint":
@@ -92,8 +93,8 @@ def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
     stage = make_stage(cfg, name)
     routed = stage.crosses(cfg.boundary, cfg.loss_shift)
     real = t if routed else t[name]
-    critic = t if routed and stage.tau == 0.0 and stage.num_steps == len(cfg.sigmas) - 1 \
-        else t[name]
+    whole = stage.tau == 0.0 and (stage.raw_lo, stage.raw_hi) == (cfg.t_min, cfg.t_max)
+    critic = t if routed and whole else t[name]
     return t[name], critic, real, student.get("high") if name == "low" else None
 
 

@@ -97,10 +97,11 @@ def _experts():
     return out
 
 
-@pytest.mark.parametrize("moe_mode", ["phased", "joint"])
-def test_backward_simulation_reproduces_the_sampler_bit_for_bit(moe_mode):
+@pytest.mark.parametrize("moe_mode,handover", [("phased", "bridge"), ("joint", "bridge"),
+                                               ("phased", "x0")])
+def test_backward_simulation_reproduces_the_sampler_bit_for_bit(moe_mode, handover):
     (gd, high), (_, low) = _experts()
-    cfg = DMDConfig(moe_mode=moe_mode)
+    cfg = DMDConfig(moe_mode=moe_mode, handover=handover)
     sample_cfg = cfg.sample_config()
     noise = jax.random.normal(jax.random.key(7), (1, 3, 2, 4, 4))
     ctx = jax.random.normal(jax.random.key(8), (1, 4, 8))
@@ -186,6 +187,26 @@ def test_scores_are_routed_where_a_stage_reaches_both_experts():
     assert one.stages() == ("high",)
     gen, critic, real, _ = _stage_params(one, "high", nets, {})
     assert gen == "H" and critic == real == {"high": "H", "low": "L"}
+
+
+def test_x0_handover_scores_the_high_stage_over_the_whole_range():
+    """handover='x0': the high stage ends at its x0 prediction, drawn over every noise level and
+    scored by both experts (real score and critic); the low stage is the bridge run's; the
+    sampler renoises the hand-over with fresh noise (no phased targets)."""
+    from train.trainer import Networks, _stage_params
+
+    nets = Networks(None, None, {"high": "H", "low": "L"}, {}, 0.875)
+    bridge, x0 = DMDConfig(), DMDConfig(handover="x0")
+    high = make_stage(x0, "high")
+    assert (high.first, high.stop, high.tau, high.raw_lo, high.raw_hi) == (0, 2, 0.0, 0.02, 0.98)
+    assert make_stage(x0, "low") == make_stage(bridge, "low")
+    assert _stage_params(x0, "high", nets, {}) == (
+        "H", {"high": "H", "low": "L"}, {"high": "H", "low": "L"}, None)
+    assert _stage_params(x0, "low", nets, {"high": "S"}) == ("L", "L", "L", "S")
+    assert not x0.sample_config().phased and bridge.sample_config().phased
+    np.testing.assert_array_equal(x0.sample_config().renoise_targets(), np.zeros(4))
+    with pytest.raises(ValueError, match="phased setting"):
+        DMDConfig(moe_mode="joint", handover="x0")
 
 
 def test_guidance_follows_the_expert_that_owns_the_noise_level():

@@ -149,6 +149,22 @@ def test_straight_run_logs_throughput_and_refuses_a_resume_with_other_settings(t
         _run(teacher, straight_run, extra=["--regression-weight", "3"])
 
 
+def test_a_settings_file_without_a_newer_setting_resumes_with_its_default(tmp_path):
+    """A settings file written before a setting existed (here `handover`) compares as its
+    default: the run resumes; a real change is still refused."""
+    cfg = toy_dmd.DMD
+    dmd._check_settings(tmp_path, cfg, "teacher", resume=False)  # writes the file
+    path = tmp_path / dmd.SETTINGS_FILE
+    old = json.loads(path.read_text())
+    del old["handover"]
+    path.write_text(json.dumps(old))
+    dmd._check_settings(tmp_path, cfg, "teacher", resume=True)
+    old["handover"] = "x0"
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"handover: 'x0' -> 'bridge'"):
+        dmd._check_settings(tmp_path, cfg, "teacher", resume=True)
+
+
 @pytest.mark.slow  # a third end-to-end run (about 3 minutes); the resume itself is checked above
 def test_regression_run_resumes_exactly_and_logs_its_term(teacher, tmp_path):
     """With the teacher-ODE regression term on: the pairs are cached in OUT, every generator row
