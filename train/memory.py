@@ -49,21 +49,24 @@ def activation_passes(gan: GanMode = "off", reversed_fakes: bool = False) -> int
 
 def dmd_rows(mesh_spec: str, devices: int, size: str, frames: int = 81,
              moe_mode: str = "phased", batch_per_device: int = 1, gan: GanMode = "off",
-             gan_reversed: bool = False, gan_hidden: int = 256
+             gan_reversed: bool = False, gan_hidden: int = 256, handover: str = "bridge"
              ) -> tuple[list[tuple[str, float]], float]:
+    """Per-device bytes of one DMD stage's state. `handover='x0'` (phased): the high stage's
+    critic is routed over the whole noise range, so it holds both critic experts."""
     mesh = shape_mesh(parse_mesh(mesh_spec), devices)
     dit = a14b.EXPERT
     _, bf16 = param_bytes_per_device(dit, mesh)  # bf16 bytes on the most loaded device
     fp32 = 2 * bf16
     per_role = 2 if moe_mode == "joint" else 1
+    critics = 2 if moe_mode == "joint" or handover == "x0" else 1
     w, h = SIZES[size]
     tokens = ((frames - 1) // 4 + 1) * (h // 16) * (w // 16)
     rows = [
         ("generator params (fp32 master)", per_role * fp32),
         ("generator AdamW moments (fp32 x2)", per_role * 2 * fp32),
         ("generator EMA (fp32)", per_role * fp32),
-        ("critic params (fp32)", per_role * fp32),
-        ("critic AdamW moments (fp32 x2)", per_role * 2 * fp32),
+        ("critic params (fp32)", critics * fp32),
+        ("critic AdamW moments (fp32 x2)", critics * 2 * fp32),
         # Both teacher experts in joint mode and in phased stage 1 (its noise levels reach below
         # the boundary); phased stage 2 holds the low teacher and the frozen stage-1 generator.
         ("frozen bf16: teacher experts (+ stage-1 generator in stage 2)", 2 * bf16),
@@ -80,11 +83,12 @@ def dmd_rows(mesh_spec: str, devices: int, size: str, frames: int = 81,
 
 
 def report(layouts=tuple(LAYOUTS), sizes=tuple(SIZES), moe_mode: str = "phased",
-           gan: GanMode = "off", gan_reversed: bool = False) -> str:
-    kw = {"moe_mode": moe_mode, "gan": gan, "gan_reversed": gan_reversed}
+           gan: GanMode = "off", gan_reversed: bool = False, handover: str = "bridge") -> str:
+    kw = {"moe_mode": moe_mode, "gan": gan, "gan_reversed": gan_reversed, "handover": handover}
     names = [r for r, _ in dmd_rows("fsdp=8", 8, "480p", **kw)[0]]
     gan_text = "" if gan == "off" else f", GAN {gan}" + (" with reversed fakes" if gan_reversed else "")
-    out = [f"# A14B DMD ({moe_mode}{gan_text}) memory per device, one sample per data-parallel "
+    mode = moe_mode + (", handover x0" if handover == "x0" else "")
+    out = [f"# A14B DMD ({mode}{gan_text}) memory per device, one sample per data-parallel "
            "group", "", "| layout | mesh | size | " + " | ".join(names) + " | total GB | fits |",
            "|" + "---|" * (len(names) + 5)]
     for name in layouts:
@@ -106,6 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", action="append", choices=sorted(SIZES), help="default: both")
     p.add_argument("--moe-mode", choices=("phased", "joint"), default="phased",
                    help="phased: one expert per role at a time (default: %(default)s)")
+    p.add_argument("--handover", choices=("bridge", "x0"), default="bridge",
+                   help="phased: x0 routes the high stage's critic over the whole noise range "
+                   "(both critic experts held; train.dmd --handover) (default: %(default)s)")
     p.add_argument("--gan", choices=("off", "shared", "apart"), default="off",
                    help="the GAN term: shared (on the DMD term's noise levels) or apart "
                    "(--gan-noise-shift); adds the head and the passes it keeps alive "
@@ -115,8 +122,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.gan_reversed and args.gan == "off":
         p.error("--gan-reversed needs --gan shared or --gan apart")
+    if args.handover == "x0" and args.moe_mode != "phased":
+        p.error("--handover x0 is a phased setting")
     print(report(tuple(args.layout or LAYOUTS), tuple(args.size or SIZES), args.moe_mode,
-                 args.gan, args.gan_reversed))
+                 args.gan, args.gan_reversed, args.handover))
     return 0
 
 
