@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from train.checkpointing import StopFlag
-from train.dmd_config import DMDConfig
+from train.dmd_config import HANDOVERS, DMDConfig
 from train.trainer import Networks, NonFiniteError, RunOptions, StageRunner, export_student
 from train.world import World, cached_world, toy_world
 from wanjax.argtypes import (
@@ -58,11 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, help="global batch (preset's)")
     p.add_argument("--student-steps", help="raw student timesteps, e.g. 1000,750,500,250 (preset's)")
     p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
-    p.add_argument("--handover", choices=("bridge", "x0"),
-                   help="phased: the high stage ends on the bridge at the first low step's noise "
-                   "level, scored above it (bridge), or at its x0 prediction, scored over the "
-                   "whole range by both experts (x0; its stage then also holds both critic "
-                   "experts) (preset's: bridge)")
+    p.add_argument("--handover", choices=HANDOVERS,
+                   help="phased: the high stage is scored on its endpoint on the bridge at the "
+                   "first low step's noise level, above it (bridge), or on its x0 prediction "
+                   "over the whole range by both experts (x0_*; its stage then also holds both "
+                   "critic experts), handing the low step the bridge latent (x0_bridge) or the "
+                   "x0 renoised with fresh noise (x0_renoise) (preset's: bridge)")
     p.add_argument("--lr-gen", type=float, help="generator learning rate (preset's)")
     p.add_argument("--lr-critic", type=float, help="critic learning rate (preset's)")
     p.add_argument("--guidance", type=positive_float_list,

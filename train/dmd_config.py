@@ -10,6 +10,8 @@ import numpy as np
 from wanjax.sampling.loop import SampleConfig
 from wanjax.sampling.schedules import few_step_schedule
 
+HANDOVERS = ("bridge", "x0_bridge", "x0_renoise")
+
 
 @dataclasses.dataclass(frozen=True)
 class DMDConfig:
@@ -21,14 +23,15 @@ class DMDConfig:
     shift: float = 5.0
     boundary: float = 0.875
     moe_mode: Literal["phased", "joint"] = "phased"
-    # phased: how the high stage hands over to the low one. 'bridge' (dmd_notes section 4): its
-    # endpoint is the latent at sigma_b on the rectified-flow bridge, scored only above sigma_b.
-    # 'x0': its output is its x0 prediction, scored over the whole noise range by both teacher
-    # experts and a routed critic (as a joint run scores it, so that it must choose a mode where
-    # the low expert's levels see a mixture), and the low step starts from it renoised to
-    # sigma_b with fresh noise (the x0-renoise sampler); the high stage then holds both critic
-    # experts.
-    handover: Literal["bridge", "x0"] = "bridge"
+    # phased: how the high stage is scored and hands over to the low one. 'bridge' (dmd_notes
+    # section 4): its endpoint is the latent at sigma_b on the rectified-flow bridge, scored only
+    # above sigma_b. 'x0_*': its x0 prediction is scored over the whole noise range by both
+    # teacher experts and a routed critic (as a joint run scores it, so that it must choose a
+    # mode where the low expert's levels see a mixture; the stage then holds both critic
+    # experts), and the low step starts from the bridge latent at sigma_b made by the same
+    # velocity ('x0_bridge') or from the x0 renoised to sigma_b with fresh noise ('x0_renoise',
+    # the x0-renoise sampler).
+    handover: Literal["bridge", "x0_bridge", "x0_renoise"] = "bridge"
     # real score (teacher) guidance, standard CFG convention, per expert
     guidance_high: float = 4.0
     guidance_low: float = 3.0
@@ -89,10 +92,11 @@ class DMDConfig:
     def __post_init__(self):
         if self.moe_mode not in ("phased", "joint"):
             raise ValueError(f"moe_mode must be 'phased' or 'joint', got {self.moe_mode!r}")
-        if self.handover not in ("bridge", "x0"):
-            raise ValueError(f"handover must be 'bridge' or 'x0', got {self.handover!r}")
-        if self.handover == "x0" and self.moe_mode != "phased":
-            raise ValueError("handover 'x0' is a phased setting (a joint run has no hand-over)")
+        if self.handover not in HANDOVERS:
+            raise ValueError(f"handover must be one of {HANDOVERS}, got {self.handover!r}")
+        if self.handover != "bridge" and self.moe_mode != "phased":
+            raise ValueError(f"handover {self.handover!r} is a phased setting (a joint run has "
+                             "no hand-over)")
         counts = self.iterations if isinstance(self.iterations, tuple) else (self.iterations,)
         if self.critic_ratio < 1 or min(counts) < 1 or self.batch_size < 1:
             raise ValueError("critic_ratio, iterations and batch_size must be >= 1")
@@ -150,7 +154,7 @@ class DMDConfig:
         return SampleConfig(
             timesteps=tuple(float(t) for t in self.raw_timesteps), shift=self.shift,
             solver="x0_renoise", guide_high=1.0, guide_low=1.0, boundary=self.boundary,
-            phased=self.moe_mode == "phased" and self.handover == "bridge",
+            phased=self.moe_mode == "phased" and self.handover != "x0_renoise",
         )
 
     @property

@@ -114,11 +114,13 @@ def generate(apply: Apply, gen, frozen_gen, setup: StageSetup, noise, ctx, key):
 
 
 def step_endpoint(apply: Apply, gen, frozen_gen, setup: StageSetup, x_k, ctx, k):
-    """The student's step k from input x_k (at sigma_k) to the step's endpoint latent."""
+    """The student's step k from input x_k (at sigma_k) to the stage's endpoint tau: the
+    sampler's own target for the step, except where the stage scores the x0 of a step whose
+    sampler target is the hand-over latent (handover 'x0_bridge': tau 0, target sigma_b)."""
     sigma_k = jnp.asarray(setup.sigmas)[k]
     t = jnp.full((x_k.shape[0],), sigma_k * 1000.0, jnp.float32)
     v = _step_model(apply, gen, frozen_gen, setup, ctx)(x_k, t, k)
-    return dmd_math.generator_endpoint(x_k, sigma_k, jnp.asarray(setup.targets)[k], v)
+    return dmd_math.generator_endpoint(x_k, sigma_k, setup.stage.tau, v)
 
 
 def regression_loss(apply: Apply, gen, frozen_gen, setup: StageSetup, ode_x, ctx, k):

@@ -22,6 +22,7 @@ from typing import Literal
 import jax
 
 from configs import a14b
+from train.dmd_config import HANDOVERS
 from train.gan import init_head
 from wanjax.memory import GB, activation_estimate, param_bytes_per_device, shape_mesh
 from wanjax.parallel.mesh import parse_mesh
@@ -51,14 +52,14 @@ def dmd_rows(mesh_spec: str, devices: int, size: str, frames: int = 81,
              moe_mode: str = "phased", batch_per_device: int = 1, gan: GanMode = "off",
              gan_reversed: bool = False, gan_hidden: int = 256, handover: str = "bridge"
              ) -> tuple[list[tuple[str, float]], float]:
-    """Per-device bytes of one DMD stage's state. `handover='x0'` (phased): the high stage's
+    """Per-device bytes of one DMD stage's state. `handover='x0_*'` (phased): the high stage's
     critic is routed over the whole noise range, so it holds both critic experts."""
     mesh = shape_mesh(parse_mesh(mesh_spec), devices)
     dit = a14b.EXPERT
     _, bf16 = param_bytes_per_device(dit, mesh)  # bf16 bytes on the most loaded device
     fp32 = 2 * bf16
     per_role = 2 if moe_mode == "joint" else 1
-    critics = 2 if moe_mode == "joint" or handover == "x0" else 1
+    critics = 2 if moe_mode == "joint" or handover != "bridge" else 1
     w, h = SIZES[size]
     tokens = ((frames - 1) // 4 + 1) * (h // 16) * (w // 16)
     rows = [
@@ -87,7 +88,7 @@ def report(layouts=tuple(LAYOUTS), sizes=tuple(SIZES), moe_mode: str = "phased",
     kw = {"moe_mode": moe_mode, "gan": gan, "gan_reversed": gan_reversed, "handover": handover}
     names = [r for r, _ in dmd_rows("fsdp=8", 8, "480p", **kw)[0]]
     gan_text = "" if gan == "off" else f", GAN {gan}" + (" with reversed fakes" if gan_reversed else "")
-    mode = moe_mode + (", handover x0" if handover == "x0" else "")
+    mode = moe_mode + ("" if handover == "bridge" else f", handover {handover}")
     out = [f"# A14B DMD ({mode}{gan_text}) memory per device, one sample per data-parallel "
            "group", "", "| layout | mesh | size | " + " | ".join(names) + " | total GB | fits |",
            "|" + "---|" * (len(names) + 5)]
@@ -110,8 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", action="append", choices=sorted(SIZES), help="default: both")
     p.add_argument("--moe-mode", choices=("phased", "joint"), default="phased",
                    help="phased: one expert per role at a time (default: %(default)s)")
-    p.add_argument("--handover", choices=("bridge", "x0"), default="bridge",
-                   help="phased: x0 routes the high stage's critic over the whole noise range "
+    p.add_argument("--handover", choices=HANDOVERS, default="bridge",
+                   help="phased: x0_* routes the high stage's critic over the whole noise range "
                    "(both critic experts held; train.dmd --handover) (default: %(default)s)")
     p.add_argument("--gan", choices=("off", "shared", "apart"), default="off",
                    help="the GAN term: shared (on the DMD term's noise levels) or apart "
@@ -122,8 +123,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.gan_reversed and args.gan == "off":
         p.error("--gan-reversed needs --gan shared or --gan apart")
-    if args.handover == "x0" and args.moe_mode != "phased":
-        p.error("--handover x0 is a phased setting")
+    if args.handover != "bridge" and args.moe_mode != "phased":
+        p.error(f"--handover {args.handover} is a phased setting")
     print(report(tuple(args.layout or LAYOUTS), tuple(args.size or SIZES), args.moe_mode,
                  args.gan, args.gan_reversed, args.handover))
     return 0

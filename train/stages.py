@@ -3,7 +3,7 @@
 Phased (default, dmd_notes section 4): stage 'high' trains the high-noise expert on the student's
 high steps with endpoint tau = sigma_b (the first low step's noise level); stage 'low' trains the
 low-noise expert on the remaining steps from the frozen stage-1 hand-over latent, endpoint x0.
-With `handover='x0'` stage 'high' ends at its x0 prediction instead, over the whole noise range.
+With `handover='x0_*'` stage 'high' is scored on its x0 prediction, over the whole noise range.
 Joint: one stage over all steps, every network routed per noise level.
 """
 
@@ -63,7 +63,7 @@ def make_stage(cfg: DMDConfig, name: str) -> Stage:
         tau = float(sigmas[n_high]) if n_high < k else 0.0
         if tau == 0.0:  # every step is high-noise: an ordinary x0 student
             return Stage("high", 0, k, 0.0, cfg.t_min, cfg.t_max)
-        if cfg.handover == "x0":
+        if cfg.handover != "bridge":  # its x0 is scored; the sampler's hand-over is unchanged
             return Stage("high", 0, n_high, 0.0, cfg.t_min, cfg.t_max)
         raw_b = unshift(tau, cfg.loss_shift)
         m = cfg.phase_margin * (1.0 - raw_b)

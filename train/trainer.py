@@ -85,7 +85,7 @@ def _stage_params(cfg: DMDConfig, name: str, nets: Networks, student: dict):
     stage 1 draws sigma from (sigma_b, 1), and sigma_b < boundary). The critic is the stage's
     own (Phased DMD trains the fake score of a phase on that phase's interval), except for a
     stage that covers the whole range (every student step in one expert, or a high stage with
-    handover 'x0'): it is then routed too.
+    handover 'x0_*'): it is then routed too.
     """
     t = nets.teacher
     if name == "joint":

@@ -8,7 +8,7 @@ from flax import nnx
 
 from train import dmd_math
 from train.dmd_config import DMDConfig
-from train.dmd_losses import StageSetup, generate, route
+from train.dmd_losses import StageSetup, generate, route, step_endpoint
 from train.rollout import init_state, run_steps
 from train.stages import make_stage
 from wanjax.config import DiTConfig
@@ -98,7 +98,7 @@ def _experts():
 
 
 @pytest.mark.parametrize("moe_mode,handover", [("phased", "bridge"), ("joint", "bridge"),
-                                               ("phased", "x0")])
+                                               ("phased", "x0_bridge"), ("phased", "x0_renoise")])
 def test_backward_simulation_reproduces_the_sampler_bit_for_bit(moe_mode, handover):
     (gd, high), (_, low) = _experts()
     cfg = DMDConfig(moe_mode=moe_mode, handover=handover)
@@ -189,24 +189,36 @@ def test_scores_are_routed_where_a_stage_reaches_both_experts():
     assert gen == "H" and critic == real == {"high": "H", "low": "L"}
 
 
-def test_x0_handover_scores_the_high_stage_over_the_whole_range():
-    """handover='x0': the high stage ends at its x0 prediction, drawn over every noise level and
-    scored by both experts (real score and critic); the low stage is the bridge run's; the
-    sampler renoises the hand-over with fresh noise (no phased targets)."""
+@pytest.mark.parametrize("handover", ["x0_bridge", "x0_renoise"])
+def test_x0_handover_scores_the_high_stage_over_the_whole_range(handover):
+    """handover='x0_*': the high stage's output is its x0 prediction, drawn over every noise
+    level and scored by both experts (real score and critic); the low stage is the bridge run's;
+    the sampler hands over the bridge latent (x0_bridge) or renoises with fresh noise."""
     from train.trainer import Networks, _stage_params
 
     nets = Networks(None, None, {"high": "H", "low": "L"}, {}, 0.875)
-    bridge, x0 = DMDConfig(), DMDConfig(handover="x0")
+    bridge, x0 = DMDConfig(), DMDConfig(handover=handover)
     high = make_stage(x0, "high")
     assert (high.first, high.stop, high.tau, high.raw_lo, high.raw_hi) == (0, 2, 0.0, 0.02, 0.98)
     assert make_stage(x0, "low") == make_stage(bridge, "low")
     assert _stage_params(x0, "high", nets, {}) == (
         "H", {"high": "H", "low": "L"}, {"high": "H", "low": "L"}, None)
     assert _stage_params(x0, "low", nets, {"high": "S"}) == ("L", "L", "L", "S")
-    assert not x0.sample_config().phased and bridge.sample_config().phased
-    np.testing.assert_array_equal(x0.sample_config().renoise_targets(), np.zeros(4))
+    assert x0.sample_config().phased == (handover == "x0_bridge") and bridge.sample_config().phased
     with pytest.raises(ValueError, match="phased setting"):
-        DMDConfig(moe_mode="joint", handover="x0")
+        DMDConfig(moe_mode="joint", handover=handover)
+
+    # the exit step's output is x0 = x - sigma v, whatever the sampler's target for the step
+    (gd, hp), _ = _experts()
+    apply = dit_apply(gd)
+    cfg = DMDConfig(raw_timesteps=(1000.0, 500.0), handover=handover)
+    setup = StageSetup(make_stage(cfg, "high"), cfg.sigmas, cfg.sample_config().renoise_targets(),
+                       cfg.num_high_steps, cfg.shift, cfg.boundary, 4.0, 3.0)
+    x = jax.random.normal(jax.random.key(3), (1, 3, 2, 4, 4))
+    ctx = jnp.zeros((1, 4, 8))
+    got = step_endpoint(apply, hp, None, setup, x, ctx, 0)
+    v = apply(hp, x, jnp.full((1,), 1000.0), ctx)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(x - v), rtol=0, atol=1e-6)
 
 
 def test_guidance_follows_the_expert_that_owns_the_noise_level():

@@ -159,9 +159,9 @@ def test_a_settings_file_without_a_newer_setting_resumes_with_its_default(tmp_pa
     del old["handover"]
     path.write_text(json.dumps(old))
     dmd._check_settings(tmp_path, cfg, "teacher", resume=True)
-    old["handover"] = "x0"
+    old["handover"] = "x0_bridge"
     path.write_text(json.dumps(old))
-    with pytest.raises(ValueError, match=r"handover: 'x0' -> 'bridge'"):
+    with pytest.raises(ValueError, match=r"handover: 'x0_bridge' -> 'bridge'"):
         dmd._check_settings(tmp_path, cfg, "teacher", resume=True)
 
 

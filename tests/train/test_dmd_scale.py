@@ -47,8 +47,8 @@ def test_a14b_memory_report_rows_match_arithmetic():
     assert by_name["generator AdamW moments (fp32 x2)"] == 2 * gen
     assert total == pytest.approx(sum(by_name.values()))
     assert np.isfinite(total)
-    # handover x0: both critic experts in the high stage, one generator
-    x0 = dict(dmd_rows("fsdp=8", 8, "480p", handover="x0")[0])
+    # handover x0_*: both critic experts in the high stage, one generator
+    x0 = dict(dmd_rows("fsdp=8", 8, "480p", handover="x0_bridge")[0])
     assert x0["critic params (fp32)"] == 2 * by_name["critic params (fp32)"]
     assert x0["critic AdamW moments (fp32 x2)"] == 2 * by_name["critic AdamW moments (fp32 x2)"]
     assert x0["generator params (fp32 master)"] == gen
