@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from train.checkpointing import StopFlag
-from train.dmd_config import HANDOVERS, DMDConfig
+from train.dmd_config import HANDOVERS, MOE_MODES, DMDConfig
 from train.trainer import Networks, NonFiniteError, RunOptions, StageRunner, export_student
 from train.world import World, cached_world, toy_world
 from wanjax.argtypes import (
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                    "stages after it)")
     p.add_argument("--batch-size", type=positive_int, help="global batch (preset's)")
     p.add_argument("--student-steps", help="raw student timesteps, e.g. 1000,750,500,250 (preset's)")
-    p.add_argument("--moe-mode", choices=("phased", "joint"), help="dual-expert handling (phased)")
+    p.add_argument("--moe-mode", choices=MOE_MODES, help="dual-expert handling (phased)")
     p.add_argument("--handover", choices=HANDOVERS,
                    help="phased: the high stage is scored on its endpoint on the bridge at the "
                    "first low step's noise level, above it (bridge), or on its x0 prediction "

@@ -10,6 +10,7 @@ import numpy as np
 from wanjax.sampling.loop import SampleConfig
 from wanjax.sampling.schedules import few_step_schedule
 
+MOE_MODES = ("phased", "joint")
 HANDOVERS = ("bridge", "x0_bridge", "x0_renoise")
 
 
@@ -90,7 +91,7 @@ class DMDConfig:
     compute_dtype: Literal["fp32", "bf16"] = "bf16"
 
     def __post_init__(self):
-        if self.moe_mode not in ("phased", "joint"):
+        if self.moe_mode not in MOE_MODES:
             raise ValueError(f"moe_mode must be 'phased' or 'joint', got {self.moe_mode!r}")
         if self.handover not in HANDOVERS:
             raise ValueError(f"handover must be one of {HANDOVERS}, got {self.handover!r}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from configs import dmd_toy, toy
 from train import dmd
+from train.dmd_config import MOE_MODES
 from train.toy import metrics
 from train.toy.data import eval_prompts
 from train.toy.sample import sample_videos, teacher_config
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
                    metavar="{high|low|high,low}",
                    help="the phased stages that run the GAN term, e.g. low (a student without "
                    "that stage, like the 1-step one, then trains without it) (default: all)")
-    p.add_argument("--moe-mode", type=choice_list("phased", "joint"), default="phased",
+    p.add_argument("--moe-mode", type=choice_list(*MOE_MODES), default="phased",
                    help="dual-expert handling of the students (train.dmd --moe-mode): one for "
                    "every student or one each for the 1-, 2- and 4-step students, e.g. "
                    "phased,joint,phased (%(default)s)")

@@ -22,7 +22,7 @@ from typing import Literal
 import jax
 
 from configs import a14b
-from train.dmd_config import HANDOVERS
+from train.dmd_config import HANDOVERS, MOE_MODES
 from train.gan import init_head
 from wanjax.memory import GB, activation_estimate, param_bytes_per_device, shape_mesh
 from wanjax.parallel.mesh import parse_mesh
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--layout", action="append", choices=sorted(LAYOUTS),
                    help="device layouts (default: all)")
     p.add_argument("--size", action="append", choices=sorted(SIZES), help="default: both")
-    p.add_argument("--moe-mode", choices=("phased", "joint"), default="phased",
+    p.add_argument("--moe-mode", choices=MOE_MODES, default="phased",
                    help="phased: one expert per role at a time (default: %(default)s)")
     p.add_argument("--handover", choices=HANDOVERS, default="bridge",
                    help="phased: x0_* routes the high stage's critic over the whole noise range "
