@@ -76,6 +76,11 @@ def _named(name: str, what: str) -> Callable[[Collection[str]], str]:
     return pick
 
 
+def _by_name(state: nnx.State) -> dict[str, nnx.Variable]:
+    """A state's variables keyed by their dotted path, as checkpoints name them."""
+    return {".".join(map(str, p)): v for p, v in nnx.to_flat_state(state)}
+
+
 def _module(family: str, cfg, d: jnp.dtype, restore, mesh: Mesh | None = None) -> nnx.Module:
     """Builds the model without allocating random weights, then fills it from `restore`.
 
@@ -85,13 +90,12 @@ def _module(family: str, cfg, d: jnp.dtype, restore, mesh: Mesh | None = None) -
     _, cls = _FAMILIES[family]
     abstract = nnx.eval_shape(lambda: cls(cfg, Precision(d, d), rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
-    shardings = {} if mesh is None else {
-        ".".join(map(str, p)): v.get_value()
-        for p, v in nnx.to_flat_state(param_shardings(abstract, mesh))}
+    params = _by_name(nnx.state(abstract, nnx.Param))
+    shardings = {} if mesh is None else _by_name(param_shardings(abstract, mesh))
     flat_abstract = {
-        name: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings.get(name))
-        for name, v in ((".".join(map(str, p)), v)
-                        for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param)))
+        name: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shardings[name].get_value()
+                                   if name in shardings else None)
+        for name, v in params.items()
     }
     model = nnx.merge(graphdef, state)
     load_flat_params(model, restore(flat_abstract))
